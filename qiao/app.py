@@ -1,0 +1,128 @@
+"""Wiring only: the aiohttp application, its routes, and the server loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from . import __version__
+from .config import Config
+from .engine import Engine
+from .errors import NotFound
+from .observability.accesslog import AccessLog
+from .surfaces.openai import OpenAISurface, error_body
+
+__all__ = ["build_app", "run_server", "start_server"]
+
+ENGINE = web.AppKey("engine", Engine)
+_JSON = "application/json"
+
+
+def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.Application:
+    engine = Engine(config, access_log=access_log)
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[ENGINE] = engine
+    openai = OpenAISurface(engine)
+    app.add_routes(openai.routes("/v1"))
+    app.add_routes(openai.routes(""))  # clients configured with a base URL without /v1
+    app.add_routes(
+        [
+            web.get("/healthz", _healthz),
+            web.get("/readyz", _readyz),
+            web.get("/", _root),
+            web.route("*", "/{tail:.*}", _not_found),
+        ]
+    )
+
+    async def _close(app: web.Application) -> None:
+        await app[ENGINE].close()
+
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def _root(request: web.Request) -> web.Response:
+    return web.json_response({"name": "qiao", "version": __version__}, dumps=_dumps)
+
+
+def _dumps(obj: object) -> str:
+    return orjson.dumps(obj).decode()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"}, dumps=_dumps)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    degraded = engine.health.degraded()
+    body = {
+        "status": "degraded" if degraded else "ready",
+        "providers": sorted(engine.upstreams),
+        "degraded": degraded,
+    }
+    return web.json_response(body, dumps=_dumps)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    err = NotFound(f"Invalid URL ({request.method} {request.path})", code="unknown_url")
+    return web.Response(status=404, body=error_body(err), content_type=_JSON)
+
+
+async def start_server(
+    config: Config, *, access_log: AccessLog | None = None, port: int | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start listening; returns the runner and the bound port (``port=0`` picks one)."""
+    app = build_app(config, access_log=access_log)
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=config.server.header_timeout,
+        shutdown_timeout=30.0,
+        max_line_size=16 * 1024,
+        max_field_size=16 * 1024,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port if port is None else port, backlog=1024)
+    await site.start()
+    server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else config.port
+    return runner, int(bound)
+
+
+def run_server(config: Config, *, on_ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
+    try:
+        import uvloop
+
+        runner_fn: Callable[[Awaitable[None]], None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner_fn = asyncio.run
+    runner_fn(_serve(config, on_ready))
+
+
+async def _serve(config: Config, on_ready: Callable[[int], None] | None) -> None:
+    t0 = time.perf_counter()
+    runner, port = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    gc.collect()
+    gc.freeze()  # the start-up heap never needs scanning again: shorter GC pauses
+    if on_ready:
+        on_ready(port)
+    else:
+        ms = (time.perf_counter() - t0) * 1000
+        print(f"qiao {__version__} ready on http://{config.host}:{port} ({ms:.0f} ms)", file=sys.stderr)
+    await stop.wait()
+    await runner.cleanup()

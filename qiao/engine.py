@@ -1,0 +1,199 @@
+"""The one place that composes auth, routing and dispatch.
+
+A surface hands the engine a parsed request; the engine authenticates it,
+resolves the model to targets and tries them in order until one answers
+without an error that another target could fix. Retrying stops once the first
+byte has gone to the client (the surface relays from then on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .auth import KeyRing
+from .config import Config
+from .errors import InvalidRequest, UpstreamError, UpstreamStatusError
+from .observability.accesslog import AccessLog, RequestRecord
+from .observability.redact import Redactor
+from .providers.mock import MockTransport
+from .providers.openai import Op, ProviderInfo, prepare_body, upstream_headers, upstream_url
+from .router import Route, Router, Upstream
+from .upstream import Deadline, HttpTransport, Transport, UpstreamRequest, UpstreamResponse
+
+__all__ = ["Engine", "Opened"]
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(slots=True)
+class Opened:
+    """An upstream that answered with a success status; the surface relays it."""
+
+    route: Route
+    response: UpstreamResponse
+    client_wants_usage: bool
+
+
+class Health:
+    """Recent failures per provider, for /readyz."""
+
+    def __init__(self) -> None:
+        self.last_error: dict[str, tuple[float, str]] = {}
+
+    def failed(self, provider: str, why: str) -> None:
+        self.last_error[provider] = (time.monotonic(), why)
+
+    def ok(self, provider: str) -> None:
+        if provider in self.last_error:
+            del self.last_error[provider]
+
+    def degraded(self, within: float = 60.0) -> dict[str, str]:
+        now = time.monotonic()
+        return {p: why for p, (t, why) in self.last_error.items() if now - t < within}
+
+
+def _make_transport(info: ProviderInfo) -> Transport:
+    if info.config.type == "mock":
+        return MockTransport(info.config.mock)
+    return HttpTransport(
+        info.name,
+        max_connections=info.config.max_connections,
+        connect_timeout=info.config.timeouts.connect,
+    )
+
+
+class Engine:
+    def __init__(self, config: Config, *, access_log: AccessLog | None = None) -> None:
+        self.config = config
+        self.keys = KeyRing(config)
+        self.health = Health()
+        self.access_log = access_log or AccessLog(enabled=config.server.access_log)
+        self._upstreams: dict[str, Upstream] = {}
+        secrets: list[str] = [k.key.get_secret_value() for k in config.keys]
+        if config.admin_key:
+            secrets.append(config.admin_key.get_secret_value())
+        for name, pc in config.providers.items():
+            info = ProviderInfo.build(name, pc)
+            self._upstreams[name] = Upstream(info, _make_transport(info))
+            if pc.api_key:
+                secrets.append(pc.api_key.get_secret_value())
+        self.redact = Redactor(secrets)
+        self.router = Router(config, self._upstreams)
+
+    @property
+    def upstreams(self) -> Mapping[str, Upstream]:
+        return self._upstreams
+
+    async def close(self) -> None:
+        for up in self._upstreams.values():
+            await up.transport.close()
+
+    async def open(
+        self,
+        op: Op,
+        raw: bytes,
+        body: dict[str, Any],
+        client_headers: Mapping[str, str],
+        rec: RequestRecord,
+    ) -> Opened:
+        """Send to the first target that answers; raise the last error if none does."""
+        routes = self.router.resolve(rec.model or "")
+        last: UpstreamError | None = None
+        for route in routes:
+            rec.attempts += 1
+            rec.provider = route.upstream.name
+            rec.upstream_model = route.model
+            try:
+                return await self._attempt(op, route, raw, body, client_headers, rec)
+            except UpstreamError as err:
+                err.provider = err.provider or route.upstream.name
+                self.health.failed(route.upstream.name, err.message)
+                last = err
+                if not err.retryable:
+                    raise
+        assert last is not None
+        raise last
+
+    async def _attempt(
+        self,
+        op: Op,
+        route: Route,
+        raw: bytes,
+        body: dict[str, Any],
+        client_headers: Mapping[str, str],
+        rec: RequestRecord,
+    ) -> Opened:
+        info = route.upstream.info
+        payload, wants_usage = prepare_body(info, op, raw, body, route.model)
+        request = UpstreamRequest(
+            "POST",
+            upstream_url(info, op, route.model),
+            upstream_headers(info, client_headers),
+            payload,
+            info.name,
+            stream=body.get("stream") is True,
+            timeouts=info.config.timeouts,
+        )
+        deadline = Deadline(request.timeouts)
+        t0 = time.perf_counter()
+        try:
+            response = await route.upstream.transport.send(request, deadline)
+            if response.status >= 400:
+                raise await self._status_error(response, info.name)
+        finally:
+            rec.upstream_s += time.perf_counter() - t0
+        self.health.ok(info.name)
+        return Opened(route, response, wants_usage)
+
+    async def _status_error(self, response: UpstreamResponse, provider: str) -> UpstreamStatusError:
+        try:
+            body = await response.read()
+        except UpstreamError:
+            body = b""
+        finally:
+            response.close()
+        text = self.redact(body[:_MAX_ERROR_BODY].decode("utf-8", "replace"))
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        message = _upstream_message(text) or f"upstream returned HTTP {response.status}"
+        return UpstreamStatusError(
+            message,
+            upstream_status=response.status,
+            body=text.encode(),
+            content_type=response.headers.get("content-type", "application/json"),
+            provider=provider,
+            retry_after=retry_after,
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86400 else None
+
+
+def _upstream_message(text: str) -> str | None:
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return str(err["message"])
+    if isinstance(err, str):
+        return err
+    return None
+
+
+def require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    return body

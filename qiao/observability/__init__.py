@@ -1,0 +1,1 @@
+"""Logs, redaction and (later) metrics."""

@@ -1,0 +1,76 @@
+"""One structured JSON line per request.
+
+Written straight to a stream with orjson rather than through ``logging``: this
+runs on every request, and the fields are already structured.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+
+__all__ = ["AccessLog", "RequestRecord"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    started: float  # perf_counter()
+    key: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    status: int = 0
+    stream: bool = False
+    upstream_s: float = 0.0  # time spent waiting on the upstream before our first byte
+    first_byte_s: float | None = None  # client-side TTFB, from start
+    usage: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0
+
+    def overhead_ms(self, now: float) -> float:
+        return max(0.0, (now - self.started - self.upstream_s) * 1000)
+
+
+class AccessLog:
+    def __init__(self, stream: IO[str] | None = None, *, enabled: bool = True) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+
+    def write(self, rec: RequestRecord, now: float) -> None:
+        if not self.enabled:
+            return
+        line: dict[str, Any] = {
+            "ts": round(time.time(), 3),
+            "msg": "request",
+            "request_id": rec.request_id,
+            "method": rec.method,
+            "path": rec.path,
+            "status": rec.status,
+            "key": rec.key,
+            "model": rec.model,
+            "provider": rec.provider,
+            "upstream_model": rec.upstream_model,
+            "stream": rec.stream,
+            "attempts": rec.attempts,
+            "latency_ms": round((now - rec.started) * 1000, 3),
+            "upstream_ms": round(rec.upstream_s * 1000, 3),
+            "overhead_ms": round(rec.overhead_ms(now), 3) if rec.first_byte_s is None
+            else round(max(0.0, rec.first_byte_s - rec.upstream_s) * 1000, 3),
+        }
+        if rec.first_byte_s is not None:
+            line["ttfb_ms"] = round(rec.first_byte_s * 1000, 3)
+        if rec.usage:
+            line["usage"] = rec.usage
+        if rec.error:
+            line["error"] = rec.error
+        try:
+            self._stream.write(orjson.dumps(line).decode() + "\n")
+        except (OSError, ValueError):  # closed or full stream: never fail a request over a log line
+            pass

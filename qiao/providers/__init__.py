@@ -1,0 +1,1 @@
+"""Upstream protocols: one module of pure functions each, and their presets."""

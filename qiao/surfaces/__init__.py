@@ -1,0 +1,1 @@
+"""Inbound protocols: each parses its own wire format and renders its own errors."""
