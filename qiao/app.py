@@ -7,7 +7,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -32,6 +32,7 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     openai = OpenAISurface(engine)
     app.add_routes(openai.routes("/v1"))
     app.add_routes(openai.routes(""))  # clients configured with a base URL without /v1
+    app.add_routes(openai.azure_routes())
     app.add_routes(
         [
             web.get("/healthz", _healthz),
@@ -93,7 +94,7 @@ async def start_server(
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port if port is None else port, backlog=1024)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
+    server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else config.port
     return runner, int(bound)
@@ -103,11 +104,10 @@ def run_server(config: Config, *, on_ready: Callable[[int], None] | None = None)
     """Run until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
     try:
         import uvloop
-
-        runner_fn: Callable[[Awaitable[None]], None] = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        runner_fn = asyncio.run
-    runner_fn(_serve(config, on_ready))
+        asyncio.run(_serve(config, on_ready))
+    else:
+        uvloop.run(_serve(config, on_ready))
 
 
 async def _serve(config: Config, on_ready: Callable[[int], None] | None) -> None:
@@ -123,6 +123,9 @@ async def _serve(config: Config, on_ready: Callable[[int], None] | None) -> None
         on_ready(port)
     else:
         ms = (time.perf_counter() - t0) * 1000
-        print(f"qiao {__version__} ready on http://{config.host}:{port} ({ms:.0f} ms)", file=sys.stderr)
+        print(
+            f"qiao {__version__} ready on http://{config.host}:{port} ({ms:.0f} ms)",
+            file=sys.stderr,
+        )
     await stop.wait()
     await runner.cleanup()

@@ -18,11 +18,18 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qiao", description="Qiao (桥) LLM API gateway")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("-c", "--config", default=os.environ.get("QIAO_CONFIG"),
-                       help="YAML config file (default: $QIAO_CONFIG, else the environment)")
+    serve.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("QIAO_CONFIG"),
+        help="YAML config file (default: $QIAO_CONFIG, else the environment)",
+    )
     serve.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:8080)")
-    serve.add_argument("--demo", action="store_true",
-                       help="serve the built-in mock provider: no keys, no network needed")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve the built-in mock provider: no keys, no network needed",
+    )
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a config file")
@@ -48,9 +55,7 @@ def _load_for_serve(args: argparse.Namespace) -> Config:
     if not config.keys and config.admin_key is None:
         # No default password: mint a random key for this run and show it once.
         key = "sk-qiao-" + secrets.token_urlsafe(24)
-        config = config.model_copy(
-            update={"keys": (KeyConfig(name="generated", key=key),)}  # type: ignore[arg-type]
-        )
+        config = config.model_copy(update={"keys": (KeyConfig(name="generated", key=key),)})
         print(f"qiao: no keys configured; this run accepts the key  {key}", file=sys.stderr)
     return config
 

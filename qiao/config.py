@@ -82,7 +82,9 @@ class ProviderConfig(_Frozen):
     @classmethod
     def _known_type(cls, v: str) -> str:
         if v not in PROVIDER_TYPES:
-            raise ValueError(f"unknown provider type {v!r}; known: {', '.join(sorted(PROVIDER_TYPES))}")
+            raise ValueError(
+                f"unknown provider type {v!r}; known: {', '.join(sorted(PROVIDER_TYPES))}"
+            )
         return v
 
     @field_validator("base_url")
@@ -96,7 +98,9 @@ class ProviderConfig(_Frozen):
     def _complete(self) -> ProviderConfig:
         if self.type == "azure":
             if not self.base_url:
-                raise ValueError("an azure provider needs base_url (https://RESOURCE.openai.azure.com)")
+                raise ValueError(
+                    "an azure provider needs base_url (https://RESOURCE.openai.azure.com)"
+                )
             if not self.api_version:
                 raise ValueError("an azure provider needs api_version, e.g. 2024-10-21")
         if self.type not in ("mock",) and self.api_key is None:
@@ -182,7 +186,9 @@ class Config(_Frozen):
                 raise ValueError(f"duplicate key name {k.name!r}")
             names.add(k.name)
             secret = k.key.get_secret_value()
-            if secret in secrets or (self.admin_key and secret == self.admin_key.get_secret_value()):
+            if secret in secrets or (
+                self.admin_key and secret == self.admin_key.get_secret_value()
+            ):
                 raise ValueError(f"key {k.name!r} reuses another key's secret")
             secrets.add(secret)
         return self
@@ -228,8 +234,12 @@ def _interpolate(text: str, env: Mapping[str, str]) -> str:
     return _ENV_RE.sub(sub, text)
 
 
-def _to_python(node: yaml.Node, env: Mapping[str, str], lines: dict[tuple[str, ...], int],
-               path: tuple[str, ...]) -> Any:
+def _to_python(
+    node: yaml.Node,
+    env: Mapping[str, str],
+    lines: dict[tuple[str, ...], int],
+    path: tuple[str, ...],
+) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -253,7 +263,7 @@ def _to_python(node: yaml.Node, env: Mapping[str, str], lines: dict[tuple[str, .
             ) from None
         return text
     constructor = yaml.SafeLoader(b"")
-    return constructor.construct_object(node, deep=True)  # type: ignore[no-untyped-call]
+    return constructor.construct_object(node, deep=True)
 
 
 def loads(text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
@@ -345,5 +355,3 @@ def mock_demo(listen: str | None = None, key: str | None = None) -> Config:
     if key:
         data["keys"] = [{"name": "demo", "key": key}]
     return Config.model_validate({**data, "source": "<demo>"})
-
-

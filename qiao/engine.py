@@ -22,6 +22,7 @@ from .observability.accesslog import AccessLog, RequestRecord
 from .observability.redact import Redactor
 from .providers.mock import MockTransport
 from .providers.openai import Op, ProviderInfo, prepare_body, upstream_headers, upstream_url
+from .providers.reasoning import ReasoningMemory
 from .router import Route, Router, Upstream
 from .upstream import Deadline, HttpTransport, Transport, UpstreamRequest, UpstreamResponse
 
@@ -79,7 +80,8 @@ class Engine:
             secrets.append(config.admin_key.get_secret_value())
         for name, pc in config.providers.items():
             info = ProviderInfo.build(name, pc)
-            self._upstreams[name] = Upstream(info, _make_transport(info))
+            memory = ReasoningMemory() if info.preset and info.preset.reasoning_passback else None
+            self._upstreams[name] = Upstream(info, _make_transport(info), memory)
             if pc.api_key:
                 secrets.append(pc.api_key.get_secret_value())
         self.redact = Redactor(secrets)
@@ -129,7 +131,9 @@ class Engine:
         rec: RequestRecord,
     ) -> Opened:
         info = route.upstream.info
-        payload, wants_usage = prepare_body(info, op, raw, body, route.model)
+        payload, wants_usage = prepare_body(
+            info, op, raw, body, route.model, route.upstream.reasoning
+        )
         request = UpstreamRequest(
             "POST",
             upstream_url(info, op, route.model),

@@ -40,7 +40,9 @@ def loads_strict(body: bytes) -> Any:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise InvalidRequest(
+            f"Request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
     if isinstance(value, dict | list) and body.count(b'":') > 1:
         try:
             _dup_scanner.decode(body.decode("utf-8"))

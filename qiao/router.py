@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from .config import Config
 from .errors import NotFound
 from .providers.openai import ProviderInfo
+from .providers.reasoning import ReasoningMemory
 from .upstream import Transport
 
 __all__ = ["Route", "Router"]
@@ -25,6 +26,7 @@ class Upstream:
 
     info: ProviderInfo
     transport: Transport
+    reasoning: ReasoningMemory | None = None  # for presets that need reasoning sent back
 
     @property
     def name(self) -> str:

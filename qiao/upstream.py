@@ -41,7 +41,7 @@ class UpstreamRequest:
     body: bytes | None
     provider: str
     stream: bool = False
-    timeouts: Timeouts = field(default_factory=Timeouts)
+    timeouts: Timeouts = field(default_factory=lambda: Timeouts())
 
 
 class Deadline:
@@ -95,8 +95,11 @@ class Deadline:
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str] | CIMultiDict[str]: ...
 
     async def read(self) -> bytes: ...
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-import httpx2
 import openai
 import pytest
+from fakes.openai_upstream import FakeOpenAI, Fault, embedding_vector
 from openai import AzureOpenAI, OpenAI
-
-from tests.fakes.openai_upstream import FakeOpenAI, Fault, embedding_vector
 
 KEY = "sk-fake-abcdef0123456789wxyz"
 WEATHER = {
@@ -248,13 +245,13 @@ def test_fault_mid_stream_error(fake: FakeOpenAI, client: OpenAI) -> None:
 def test_fault_reset_mid_stream(fake: FakeOpenAI, client: OpenAI) -> None:
     fake.set_fault("m-reset", Fault("reset_mid_stream", after_chunks=1))
     before = fake.cancelled
-    with pytest.raises((openai.APIError, httpx2.HTTPError)):
+    with pytest.raises(openai.APIConnectionError):
         list(
             client.chat.completions.create(
                 model="m-reset", messages=[{"role": "user", "content": "x"}], stream=True
             )
         )
-    with pytest.raises((urllib.error.URLError, http.client.HTTPException, OSError)):
+    with pytest.raises(http.client.IncompleteRead):  # non-stream: half a body, then RST
         _raw_post(fake, "/v1/embeddings", {"model": "m-reset", "input": "x"})
     assert fake.wait_until(lambda: fake.active == 0, timeout=3) and fake.cancelled == before
 
@@ -269,5 +266,21 @@ def test_fault_slow_stream_and_stall_before_first_byte(fake: FakeOpenAI) -> None
             )
         )
     fake.set_fault("m-ttfb", Fault("stall_before_first_byte", delay=0.3, times=1))
+    before = fake.cancelled
     with pytest.raises(openai.APITimeoutError):
         slow.chat.completions.create(model="m-ttfb", messages=[{"role": "user", "content": "x"}])
+    assert fake.wait_until(lambda: fake.cancelled == before + 1)
+
+
+def test_fake_openai_misc(fake: FakeOpenAI, client: OpenAI) -> None:
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Fault("nope")  # type: ignore[arg-type]
+    fake.set_fault("*", Fault("status", status=429, times=1))
+    with pytest.raises(openai.RateLimitError) as err:
+        client.models.list()
+    assert err.value.code == "rate_limit_exceeded"
+    assert len(client.models.list().data) == 3
+    with pytest.raises(openai.NotFoundError, match="Invalid URL"):
+        client.get("/nope", cast_to=object)
+    empty = client.chat.completions.create(model="m", messages=[{"role": "system", "content": "s"}])
+    assert empty.choices[0].message.content == "echo:"

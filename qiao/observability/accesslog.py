@@ -61,7 +61,8 @@ class AccessLog:
             "attempts": rec.attempts,
             "latency_ms": round((now - rec.started) * 1000, 3),
             "upstream_ms": round(rec.upstream_s * 1000, 3),
-            "overhead_ms": round(rec.overhead_ms(now), 3) if rec.first_byte_s is None
+            "overhead_ms": round(rec.overhead_ms(now), 3)
+            if rec.first_byte_s is None
             else round(max(0.0, rec.first_byte_s - rec.upstream_s) * 1000, 3),
         }
         if rec.first_byte_s is not None:

@@ -72,13 +72,17 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+            p.get("text", "")
+            for p in content
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
-    return max(1, len(orjson.dumps(body.get("messages", body.get("input", body.get("prompt", ""))))) // 4)
+    return max(
+        1, len(orjson.dumps(body.get("messages", body.get("input", body.get("prompt", ""))))) // 4
+    )
 
 
 def _tool_call(body: dict[str, Any]) -> tuple[str, str] | None:
@@ -147,28 +151,53 @@ class MockTransport:
 
     # -------------------------------------------------------------- chat
     def _chat(self, body: dict[str, Any]) -> bytes:
-        n = body.get("n") if isinstance(body.get("n"), int) else 1
+        n_value = body.get("n")
+        n = n_value if isinstance(n_value, int) else 1
         call = _tool_call(body)
         text = self._reply(body)
         choices = []
         for i in range(max(1, n)):
-            msg: dict[str, Any] = {"role": "assistant", "content": None if call else text,
-                                   "refusal": None, "annotations": []}
+            msg: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if call else text,
+                "refusal": None,
+                "annotations": [],
+            }
             if call:
-                msg["tool_calls"] = [{"id": f"call_mock{i}", "type": "function",
-                                      "function": {"name": call[0], "arguments": call[1]}}]
-            choices.append({"index": i, "message": msg, "logprobs": None,
-                            "finish_reason": "tool_calls" if call else "stop"})
-        out = {"id": self._id("chatcmpl"), "object": "chat.completion", "created": int(time.time()),
-               "model": body.get("model"), "choices": choices,
-               "usage": self._usage(body, len(_words(text)) * max(1, n)),
-               "system_fingerprint": "fp_qiao_mock"}
+                msg["tool_calls"] = [
+                    {
+                        "id": f"call_mock{i}",
+                        "type": "function",
+                        "function": {"name": call[0], "arguments": call[1]},
+                    }
+                ]
+            choices.append(
+                {
+                    "index": i,
+                    "message": msg,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if call else "stop",
+                }
+            )
+        out = {
+            "id": self._id("chatcmpl"),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": choices,
+            "usage": self._usage(body, len(_words(text)) * max(1, n)),
+            "system_fingerprint": "fp_qiao_mock",
+        }
         return orjson.dumps(out)
 
     async def _chat_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        head = {"id": self._id("chatcmpl"), "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body.get("model"),
-                "system_fingerprint": "fp_qiao_mock"}
+        head = {
+            "id": self._id("chatcmpl"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": "fp_qiao_mock",
+        }
         usage_on = (body.get("stream_options") or {}).get("include_usage") is True
         extra = {"usage": None} if usage_on else {}
 
@@ -179,9 +208,19 @@ class MockTransport:
         yield chunk({"role": "assistant", "content": "", "refusal": None})
         call = _tool_call(body)
         if call:
-            yield chunk({"tool_calls": [{"index": 0, "id": "call_mock0", "type": "function",
-                                         "function": {"name": call[0], "arguments": ""}}]})
-            pieces = [call[1][i:i + 8] for i in range(0, len(call[1]), 8)]
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_mock0",
+                            "type": "function",
+                            "function": {"name": call[0], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            pieces = [call[1][i : i + 8] for i in range(0, len(call[1]), 8)]
             async for _, piece in self._paced(pieces):
                 yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
             count = len(pieces)
@@ -192,30 +231,42 @@ class MockTransport:
             count = len(words)
         yield chunk({}, "tool_calls" if call else "stop")
         if usage_on:
-            last = {**head, "choices": [], "usage": self._usage(body, count)}
+            last: dict[str, Any] = {**head, "choices": [], "usage": self._usage(body, count)}
             yield b"data: " + orjson.dumps(last) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     # -------------------------------------------------------------- completions
     def _completion(self, body: dict[str, Any]) -> bytes:
         text = self._reply(body)
-        out = {"id": self._id("cmpl"), "object": "text_completion", "created": int(time.time()),
-               "model": body.get("model"),
-               "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
-               "usage": self._usage(body, len(_words(text)))}
+        out = {
+            "id": self._id("cmpl"),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+            "usage": self._usage(body, len(_words(text))),
+        }
         return orjson.dumps(out)
 
     async def _completion_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        head = {"id": self._id("cmpl"), "object": "text_completion", "created": int(time.time()),
-                "model": body.get("model")}
+        head = {
+            "id": self._id("cmpl"),
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+        }
         words = _words(self._reply(body))
         async for i, word in self._paced(words):
             last = i == len(words) - 1
-            choice = {"text": word if i == 0 else " " + word, "index": 0, "logprobs": None,
-                      "finish_reason": "stop" if last else None}
+            choice = {
+                "text": word if i == 0 else " " + word,
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": "stop" if last else None,
+            }
             yield b"data: " + orjson.dumps({**head, "choices": [choice]}) + b"\n\n"
         if (body.get("stream_options") or {}).get("include_usage") is True:
-            usage = {**head, "choices": [], "usage": self._usage(body, len(words))}
+            usage: dict[str, Any] = {**head, "choices": [], "usage": self._usage(body, len(words))}
             yield b"data: " + orjson.dumps(usage) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
@@ -232,35 +283,79 @@ class MockTransport:
             emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if b64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(max(1, len(orjson.dumps(x)) // 4) for x in inputs)
-        return orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     # -------------------------------------------------------------- responses
-    def _response_obj(self, body: dict[str, Any], status: str, rid: str | None = None) -> dict[str, Any]:
+    def _response_obj(
+        self, body: dict[str, Any], status: str, rid: str | None = None
+    ) -> dict[str, Any]:
         text = self._reply(body)
         words = len(_words(text))
         output: list[dict[str, Any]] = []
         call = _tool_call(body)
         if call:
-            output.append({"type": "function_call", "id": "fc_mock0", "call_id": "call_mock0",
-                           "name": call[0], "arguments": call[1], "status": "completed"})
+            output.append(
+                {
+                    "type": "function_call",
+                    "id": "fc_mock0",
+                    "call_id": "call_mock0",
+                    "name": call[0],
+                    "arguments": call[1],
+                    "status": "completed",
+                }
+            )
         else:
-            output.append({"type": "message", "id": "msg_mock0", "status": "completed",
-                           "role": "assistant", "content": [
-                               {"type": "output_text", "text": text, "annotations": [], "logprobs": []}]})
+            output.append(
+                {
+                    "type": "message",
+                    "id": "msg_mock0",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [
+                        {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+                    ],
+                }
+            )
         p = _prompt_tokens(body)
         return {
-            "id": rid or self._id("resp"), "object": "response", "created_at": int(time.time()),
-            "status": status, "error": None, "incomplete_details": None,
-            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-            "model": body.get("model"), "output": output if status == "completed" else [],
-            "parallel_tool_calls": True, "previous_response_id": None,
-            "reasoning": {"effort": None, "summary": None}, "store": False, "temperature": 1.0,
-            "text": {"format": {"type": "text"}, "verbosity": "medium"}, "tool_choice": "auto",
-            "tools": [], "top_p": 1.0, "truncation": "disabled", "user": None, "metadata": {},
-            "usage": {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens": words, "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": p + words} if status == "completed" else None,
+            "id": rid or self._id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": body.get("model"),
+            "output": output if status == "completed" else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None},
+            "store": False,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "user": None,
+            "metadata": {},
+            "usage": {
+                "input_tokens": p,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": words,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": p + words,
+            }
+            if status == "completed"
+            else None,
         }
 
     async def _responses_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -279,24 +374,42 @@ class MockTransport:
         final = self._response_obj(body, "completed", rid)
         item = final["output"][0]
         if item["type"] == "function_call":
-            yield ev("response.output_item.added", output_index=0,
-                     item={**item, "arguments": "", "status": "in_progress"})
+            yield ev(
+                "response.output_item.added",
+                output_index=0,
+                item={**item, "arguments": "", "status": "in_progress"},
+            )
             args = item["arguments"]
-            async for _, piece in self._paced([args[i:i + 8] for i in range(0, len(args), 8)]):
-                yield ev("response.function_call_arguments.delta", item_id=item["id"],
-                         output_index=0, delta=piece)
-            yield ev("response.function_call_arguments.done", item_id=item["id"],
-                     output_index=0, arguments=args)
+            async for _, piece in self._paced([args[i : i + 8] for i in range(0, len(args), 8)]):
+                yield ev(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=0,
+                    delta=piece,
+                )
+            yield ev(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=0,
+                arguments=args,
+            )
         else:
             text = item["content"][0]["text"]
-            yield ev("response.output_item.added", output_index=0,
-                     item={**item, "status": "in_progress", "content": []})
+            yield ev(
+                "response.output_item.added",
+                output_index=0,
+                item={**item, "status": "in_progress", "content": []},
+            )
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             common = {"item_id": item["id"], "output_index": 0, "content_index": 0}
             yield ev("response.content_part.added", **common, part=part)
             async for i, word in self._paced(_words(text)):
-                yield ev("response.output_text.delta", **common,
-                         delta=word if i == 0 else " " + word, logprobs=[])
+                yield ev(
+                    "response.output_text.delta",
+                    **common,
+                    delta=word if i == 0 else " " + word,
+                    logprobs=[],
+                )
             yield ev("response.output_text.done", **common, text=text, logprobs=[])
             yield ev("response.content_part.done", **common, part={**part, "text": text})
         yield ev("response.output_item.done", output_index=0, item=item)

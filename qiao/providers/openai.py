@@ -18,6 +18,7 @@ import orjson
 from ..config import ProviderConfig
 from ..errors import InvalidRequest
 from .presets import PRESETS, Preset
+from .reasoning import ReasoningMemory
 
 __all__ = ["USER_AGENT", "Op", "ProviderInfo", "prepare_body", "upstream_headers", "upstream_url"]
 
@@ -91,7 +92,12 @@ def upstream_headers(info: ProviderInfo, client_headers: Any) -> dict[str, str]:
 
 
 def prepare_body(
-    info: ProviderInfo, op: Op, raw: bytes, body: dict[str, Any], model: str
+    info: ProviderInfo,
+    op: Op,
+    raw: bytes,
+    body: dict[str, Any],
+    model: str,
+    reasoning: ReasoningMemory | None = None,
 ) -> tuple[bytes, bool]:
     """The bytes to send upstream, and whether the caller asked for stream usage.
 
@@ -107,6 +113,11 @@ def prepare_body(
         out = {k: v for k, v in out.items() if k not in ROUTING_FIELDS}
         changed = True
     _check_limits(info, out)
+    if reasoning is not None and op is Op.CHAT:
+        filled = reasoning.fill(out)
+        if filled is not None:
+            out = filled
+            changed = True
     client_usage = True
     if out.get("stream") is True and op in _STREAM_USAGE_OPS:
         opts = out.get("stream_options")

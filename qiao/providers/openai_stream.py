@@ -9,6 +9,7 @@ malformed event into an error event. Memory is bounded by one event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -32,10 +33,18 @@ class OpenAIStreamRelay:
         "done",
         "error",
         "failed",
+        "observer",
         "usage",
     )
 
-    def __init__(self, *, strip_usage: bool, responses: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        strip_usage: bool,
+        responses: bool = False,
+        observer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.observer = observer  # sees every parsed chunk (provider quirks)
         self._buf = b""
         self._sep = b"\n\n"
         self._strip_usage = strip_usage
@@ -90,8 +99,10 @@ class OpenAIStreamRelay:
         self.chunks += 1
         if self._responses:
             return self._responses_event(event, obj)
-        if "error" in obj and obj["error"]:
+        if obj.get("error"):
             self.error = True
+        if self.observer is not None:
+            self.observer(obj)
         usage = obj.get("usage")
         if usage:
             self.usage = usage

@@ -22,14 +22,14 @@ def new_request_id() -> str:
     return f"req_{_PREFIX}{next(_COUNTER):010x}"
 
 
-async def read_body(request: web.BaseRequest, max_bytes: int, timeout: float) -> bytes:
+async def read_body(request: web.BaseRequest, max_bytes: int, timeout_s: float) -> bytes:
     """The request body, or a 413/408/400 — never more than ``max_bytes`` in memory."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"Request body is {length} bytes; the limit is {max_bytes}.")
     content = request.content
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout_s):
             if length is not None:
                 data = await content.readexactly(length)
             else:
@@ -38,11 +38,13 @@ async def read_body(request: web.BaseRequest, max_bytes: int, timeout: float) ->
                 while chunk := await content.readany():
                     size += len(chunk)
                     if size > max_bytes:
-                        raise PayloadTooLarge(f"Request body exceeds the limit of {max_bytes} bytes.")
+                        raise PayloadTooLarge(
+                            f"Request body exceeds the limit of {max_bytes} bytes."
+                        )
                     parts.append(chunk)
                 data = b"".join(parts)
     except TimeoutError:
-        raise RequestTimeout(f"Request body not received within {timeout:g} s.") from None
+        raise RequestTimeout(f"Request body not received within {timeout_s:g} s.") from None
     except asyncio.IncompleteReadError:
         raise InvalidRequest("Request body is shorter than its Content-Length.") from None
     if not data:

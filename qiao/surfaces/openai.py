@@ -14,13 +14,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..auth import credential_from
 from ..engine import Engine, Opened, require_object
 from ..errors import InvalidRequest, NotFound, QiaoError, UpstreamError, UpstreamStatusError
 from ..jsonutil import loads_strict
 from ..observability.accesslog import RequestRecord
 from ..providers.openai import Op
 from ..providers.openai_stream import OpenAIStreamRelay
-from ..auth import credential_from
+from ..providers.reasoning import StreamReasoning
 from .http import new_request_id, qiao_headers, read_body
 
 __all__ = ["OpenAISurface", "error_body"]
@@ -81,6 +82,15 @@ class OpenAISurface:
             web.get(prefix + "/models/{model:.+}", self.get_model),
         ]
 
+    def azure_routes(self) -> list[web.RouteDef]:
+        """Azure OpenAI classic paths, so ``AzureOpenAI`` clients can point at Qiao."""
+        base = "/openai/deployments/{deployment}"
+        return [
+            web.post(f"{base}/chat/completions", self.chat_completions),
+            web.post(f"{base}/completions", self.completions),
+            web.post(f"{base}/embeddings", self.embeddings),
+        ]
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._forward(request, Op.CHAT)
 
@@ -135,6 +145,10 @@ class OpenAISurface:
         rec.key = principal.name
         raw = await read_body(request, self._max_body, self._body_timeout)
         body = require_object(loads_strict(raw))
+        deployment = request.match_info.get("deployment")
+        if deployment is not None and body.get("model") != deployment:
+            body = {**body, "model": deployment}  # Azure: the path names the model
+            raw = orjson.dumps(body)
         rec.model = _validate(op, body)
         rec.stream = body.get("stream") is True
         engine.keys.check_model(principal, rec.model)
@@ -152,7 +166,11 @@ class OpenAISurface:
             raise
         finally:
             rec.upstream_s += time.perf_counter() - t0
-        rec.usage = _usage_of(data)
+        obj = _parse_answer(data)
+        rec.usage = _usage_of(obj)
+        memory = opened.route.upstream.reasoning
+        if memory is not None and obj is not None:
+            memory.learn_from_response(obj)
         rec.status = opened.response.status
         headers = qiao_headers(rec.request_id, opened.route.upstream.name, self._overhead(rec))
         self._pass_headers(opened, headers)
@@ -174,8 +192,11 @@ class OpenAISurface:
     async def _relay_stream(
         self, request: web.Request, op: Op, opened: Opened, rec: RequestRecord
     ) -> web.StreamResponse:
+        memory = opened.route.upstream.reasoning
         relay = OpenAIStreamRelay(
-            strip_usage=not opened.client_wants_usage, responses=op is Op.RESPONSES
+            strip_usage=not opened.client_wants_usage,
+            responses=op is Op.RESPONSES,
+            observer=StreamReasoning(memory) if memory is not None and op is Op.CHAT else None,
         )
         headers = qiao_headers(rec.request_id, opened.route.upstream.name, self._overhead(rec))
         self._pass_headers(opened, headers)
@@ -224,7 +245,9 @@ class OpenAISurface:
     async def list_models(self, request: web.Request) -> web.Response:
         rec = RequestRecord(new_request_id(), request.method, request.path, time.perf_counter())
         try:
-            principal = self.engine.keys.authenticate(credential_from(request.headers, request.query))
+            principal = self.engine.keys.authenticate(
+                credential_from(request.headers, request.query)
+            )
             rec.key = principal.name
             data = [
                 _model_object(alias, self.engine.router.resolve(alias)[0].upstream.name)
@@ -244,7 +267,9 @@ class OpenAISurface:
         rec = RequestRecord(new_request_id(), request.method, request.path, time.perf_counter())
         model = request.match_info["model"]
         try:
-            principal = self.engine.keys.authenticate(credential_from(request.headers, request.query))
+            principal = self.engine.keys.authenticate(
+                credential_from(request.headers, request.query)
+            )
             rec.key = principal.name
             if not principal.allows(model):
                 raise NotFound(
@@ -273,14 +298,16 @@ def _model_object(model: str, provider: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": _CREATED, "owned_by": provider}
 
 
-def _usage_of(data: bytes) -> dict[str, Any] | None:
-    if b'"usage"' not in data:
-        return None
+def _parse_answer(data: bytes) -> dict[str, Any] | None:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    usage = obj.get("usage") if isinstance(obj, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
+def _usage_of(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    usage = obj.get("usage") if obj is not None else None
     return usage if isinstance(usage, dict) else None
 
 

@@ -169,7 +169,7 @@ def content_text(content: Any) -> str:
 
 
 def reply_for(text: str) -> str:
-    return ("echo: " + text)[:REPLY_MAX_CHARS]
+    return ("echo: " + text)[:REPLY_MAX_CHARS].rstrip()
 
 
 def pieces(text: str) -> list[str]:
