@@ -77,7 +77,7 @@ def test_version() -> None:
 
 
 def test_demo_answers_the_sdk_with_a_generated_key(demo: tuple) -> None:
-    proc, port, key, took = demo
+    _proc, port, key, _took = demo
     assert key.startswith("sk-qiao-") and len(key) > 30
     c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
     reply = c.chat.completions.create(
