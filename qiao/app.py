@@ -17,6 +17,8 @@ from .config import Config
 from .engine import Engine
 from .errors import NotFound
 from .observability.accesslog import AccessLog
+from .surfaces.anthropic import AnthropicSurface
+from .surfaces.gemini import GeminiSurface
 from .surfaces.openai import OpenAISurface, error_body
 
 __all__ = ["build_app", "run_server", "start_server"]
@@ -30,11 +32,20 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[ENGINE] = engine
     openai = OpenAISurface(engine)
+    anthropic = AnthropicSurface(engine)
+    gemini = GeminiSurface(engine)
+    models = _ModelsDispatch(openai, anthropic, gemini)
     app.add_routes(openai.routes("/v1"))
     app.add_routes(openai.routes(""))  # clients configured with a base URL without /v1
     app.add_routes(openai.azure_routes())
+    app.add_routes(anthropic.routes())
+    app.add_routes(gemini.routes())
     app.add_routes(
         [
+            web.get("/v1/models", models.list),
+            web.get("/v1/models/{model:.+}", models.get),
+            web.get("/models", openai.list_models),
+            web.get("/models/{model:.+}", openai.get_model),
             web.get("/healthz", _healthz),
             web.get("/readyz", _readyz),
             web.get("/", _root),
@@ -47,6 +58,27 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
 
     app.on_cleanup.append(_close)
     return app
+
+
+class _ModelsDispatch:
+    """``GET /v1/models`` is shared by three protocols: the headers tell whose it is."""
+
+    def __init__(self, openai: OpenAISurface, anthropic: AnthropicSurface, gemini: GeminiSurface):
+        self._openai, self._anthropic, self._gemini = openai, anthropic, gemini
+
+    def _pick(self, request: web.Request) -> OpenAISurface | AnthropicSurface | GeminiSurface:
+        headers = request.headers
+        if "x-goog-api-key" in headers or "x-goog-api-client" in headers or "key" in request.query:
+            return self._gemini
+        if "anthropic-version" in headers:
+            return self._anthropic
+        return self._openai
+
+    async def list(self, request: web.Request) -> web.Response:
+        return await self._pick(request).list_models(request)
+
+    async def get(self, request: web.Request) -> web.Response:
+        return await self._pick(request).get_model(request)
 
 
 async def _root(request: web.Request) -> web.Response:

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from .providers.presets import PRESETS
+from .providers.presets import PRESETS, Protocol
 
 __all__ = [
     "Config",
@@ -70,6 +70,9 @@ class MockSettings(_Frozen):
 
 class ProviderConfig(_Frozen):
     type: str
+    protocol: Protocol | None = Field(
+        None, description="wire protocol; default: the type's own (e.g. deepseek → openai)"
+    )
     base_url: str | None = None
     api_key: SecretStr | None = None
     api_version: str | None = None
@@ -103,6 +106,14 @@ class ProviderConfig(_Frozen):
                 )
             if not self.api_version:
                 raise ValueError("an azure provider needs api_version, e.g. 2024-10-21")
+        preset = PRESETS.get(self.type)
+        if self.protocol not in (None, self.native_protocol):
+            if (
+                self.protocol != "anthropic"
+                or preset is None
+                or not (preset.anthropic_base_url or self.base_url)
+            ):
+                raise ValueError(f"a {self.type} provider cannot speak protocol {self.protocol!r}")
         if self.type not in ("mock",) and self.api_key is None:
             preset = PRESETS.get(self.type)
             if preset is None or not preset.key_optional:
@@ -110,11 +121,24 @@ class ProviderConfig(_Frozen):
         return self
 
     @property
+    def native_protocol(self) -> Protocol:
+        preset = PRESETS.get(self.type)
+        return preset.protocol if preset else "openai"
+
+    @property
+    def resolved_protocol(self) -> Protocol:
+        return self.protocol or self.native_protocol
+
+    @property
     def resolved_base_url(self) -> str:
         if self.base_url:
             return self.base_url
         preset = PRESETS.get(self.type)
-        return preset.base_url if preset else ""
+        if preset is None:
+            return ""
+        if self.resolved_protocol == "anthropic" and preset.protocol != "anthropic":
+            return preset.anthropic_base_url or ""
+        return preset.base_url
 
 
 class Target(_Frozen):

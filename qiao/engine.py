@@ -13,18 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from .auth import KeyRing
+from .codecs.registry import codec_for
 from .config import Config
-from .errors import InvalidRequest, UpstreamError, UpstreamStatusError
+from .errors import InvalidRequest, QiaoError, UpstreamError, UpstreamStatusError
+from .exchange import Exchange
 from .observability.accesslog import AccessLog, RequestRecord
 from .observability.redact import Redactor
+from .plan import Plan, plan
 from .providers.mock import MockTransport
-from .providers.openai import Op, ProviderInfo, prepare_body, upstream_headers, upstream_url
+from .providers.openai import ProviderInfo
 from .providers.reasoning import ReasoningMemory
 from .router import Route, Router, Upstream
-from .upstream import Deadline, HttpTransport, Transport, UpstreamRequest, UpstreamResponse
+from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
 
 __all__ = ["Engine", "Opened"]
 
@@ -37,7 +38,7 @@ class Opened:
 
     route: Route
     response: UpstreamResponse
-    client_wants_usage: bool
+    plan: Plan
 
 
 class Health:
@@ -95,23 +96,23 @@ class Engine:
         for up in self._upstreams.values():
             await up.transport.close()
 
-    async def open(
-        self,
-        op: Op,
-        raw: bytes,
-        body: dict[str, Any],
-        client_headers: Mapping[str, str],
-        rec: RequestRecord,
-    ) -> Opened:
+    async def open(self, ex: Exchange, rec: RequestRecord) -> Opened:
         """Send to the first target that answers; raise the last error if none does."""
-        routes = self.router.resolve(rec.model or "")
-        last: UpstreamError | None = None
-        for route in routes:
-            rec.attempts += 1
+        routes = self.router.resolve(ex.model)
+        last: QiaoError | None = None
+        for n, route in enumerate(routes, 1):
             rec.provider = route.upstream.name
             rec.upstream_model = route.model
             try:
-                return await self._attempt(op, route, raw, body, client_headers, rec)
+                the_plan = plan(ex, route)
+            except InvalidRequest as err:  # this target cannot express the request
+                if n == len(routes):
+                    raise
+                last = err
+                continue
+            rec.attempts += 1
+            try:
+                return await self._attempt(the_plan, route, rec)
             except UpstreamError as err:
                 err.provider = err.provider or route.upstream.name
                 self.health.failed(route.upstream.name, err.message)
@@ -121,40 +122,22 @@ class Engine:
         assert last is not None
         raise last
 
-    async def _attempt(
-        self,
-        op: Op,
-        route: Route,
-        raw: bytes,
-        body: dict[str, Any],
-        client_headers: Mapping[str, str],
-        rec: RequestRecord,
-    ) -> Opened:
-        info = route.upstream.info
-        payload, wants_usage = prepare_body(
-            info, op, raw, body, route.model, route.upstream.reasoning
-        )
-        request = UpstreamRequest(
-            "POST",
-            upstream_url(info, op, route.model),
-            upstream_headers(info, client_headers),
-            payload,
-            info.name,
-            stream=body.get("stream") is True,
-            timeouts=info.config.timeouts,
-        )
+    async def _attempt(self, the_plan: Plan, route: Route, rec: RequestRecord) -> Opened:
+        request = the_plan.request
         deadline = Deadline(request.timeouts)
         t0 = time.perf_counter()
         try:
             response = await route.upstream.transport.send(request, deadline)
             if response.status >= 400:
-                raise await self._status_error(response, info.name)
+                raise await self._status_error(response, route.upstream.name, the_plan)
         finally:
             rec.upstream_s += time.perf_counter() - t0
-        self.health.ok(info.name)
-        return Opened(route, response, wants_usage)
+        self.health.ok(route.upstream.name)
+        return Opened(route, response, the_plan)
 
-    async def _status_error(self, response: UpstreamResponse, provider: str) -> UpstreamStatusError:
+    async def _status_error(
+        self, response: UpstreamResponse, provider: str, the_plan: Plan
+    ) -> UpstreamStatusError:
         try:
             body = await response.read()
         except UpstreamError:
@@ -163,8 +146,11 @@ class Engine:
             response.close()
         text = self.redact(body[:_MAX_ERROR_BODY].decode("utf-8", "replace"))
         retry_after = _retry_after(response.headers.get("retry-after"))
-        message = _upstream_message(text) or f"upstream returned HTTP {response.status}"
-        return UpstreamStatusError(
+        codec = codec_for(the_plan.upstream_protocol)
+        message = codec.error_message(response.status, text.encode()) or (
+            f"upstream returned HTTP {response.status}"
+        )
+        err = UpstreamStatusError(
             message,
             upstream_status=response.status,
             body=text.encode(),
@@ -172,6 +158,8 @@ class Engine:
             provider=provider,
             retry_after=retry_after,
         )
+        err.protocol = the_plan.upstream_protocol
+        return err
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -182,19 +170,6 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if 0 <= seconds < 86400 else None
-
-
-def _upstream_message(text: str) -> str | None:
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    err = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return str(err["message"])
-    if isinstance(err, str):
-        return err
-    return None
 
 
 def require_object(body: Any) -> dict[str, Any]:

@@ -127,6 +127,7 @@ class UpstreamStatusError(UpstreamError):
         self.body = body
         self.content_type = content_type
         self.status, self.retryable = _status_for_upstream(upstream_status)
+        self.protocol: str | None = None  # the wire protocol of ``body``
 
 
 def _status_for_upstream(upstream_status: int) -> tuple[int, bool]:

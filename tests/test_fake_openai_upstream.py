@@ -265,6 +265,7 @@ def test_fault_slow_stream_and_stall_before_first_byte(fake: FakeOpenAI) -> None
                 model="m-slow", messages=[{"role": "user", "content": "x"}], stream=True
             )
         )
+    assert fake.wait_until(lambda: fake.active == 0)  # the first cancellation has been counted
     fake.set_fault("m-ttfb", Fault("stall_before_first_byte", delay=0.3, times=1))
     before = fake.cancelled
     with pytest.raises(openai.APITimeoutError):

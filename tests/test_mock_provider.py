@@ -60,7 +60,7 @@ def test_stream_without_usage_request_gets_no_usage(mock_gateway: Gateway) -> No
     assert text.endswith("You said: a b c")
     # ...while Qiao still recorded the usage it asked upstream for.
     rec = [r for r in mock_gateway.log.records if r["stream"] and r["path"].endswith("completions")]
-    assert rec[-1]["usage"]["completion_tokens"] == 10
+    assert rec[-1]["usage"]["output_tokens"] == 10
 
 
 def test_completions_embeddings_responses(mock_gateway: Gateway) -> None:

@@ -190,7 +190,7 @@ def test_stream_without_usage_strips_it_but_logs_it(gw: Gateway, fake: FakeOpenA
     assert all(c.choices and c.usage is None for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: Paris"
     record = gw.log.records[-1]
-    assert record["usage"]["prompt_tokens"] == 1 and record["status"] == 200
+    assert record["usage"]["input_tokens"] == 1 and record["status"] == 200
     assert "ttfb_ms" in record
 
 
@@ -245,7 +245,7 @@ def test_responses_stream_and_not(gw: Gateway, fake: FakeOpenAI) -> None:
     ) as s:
         final = s.get_final_response()
     assert any(o.type == "function_call" for o in final.output)
-    assert gw.log.records[-1]["usage"]["total_tokens"] > 0
+    assert gw.log.records[-1]["usage"]["output_tokens"] > 0
 
 
 def test_pattern_alias_and_provider_prefix(gw: Gateway, fake: FakeOpenAI) -> None:

@@ -8,14 +8,20 @@ name patterns routed to it in that mode, and its quirks (protocols.md §6).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["PRESETS", "Preset"]
+__all__ = ["PRESETS", "Preset", "Protocol"]
+
+Protocol = Literal["openai", "anthropic", "gemini"]
 
 
 @dataclass(frozen=True, slots=True)
 class Preset:
     base_url: str
     env_keys: tuple[str, ...] = ()
+    protocol: Protocol = "openai"
+    # Where the provider also speaks Anthropic's Messages API (``protocol: anthropic``).
+    anthropic_base_url: str | None = None
     env_base_url: str | None = None
     model_patterns: tuple[str, ...] = ()
     # Quirks ------------------------------------------------------------
@@ -31,6 +37,19 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    "anthropic": Preset(
+        "https://api.anthropic.com",
+        env_keys=("ANTHROPIC_API_KEY",),
+        env_base_url="ANTHROPIC_BASE_URL",
+        protocol="anthropic",
+        model_patterns=("claude-*",),
+    ),
+    "gemini": Preset(
+        "https://generativelanguage.googleapis.com",
+        env_keys=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        protocol="gemini",
+        model_patterns=("gemini-*", "gemma-*", "text-embedding-004"),
+    ),
     "openai": Preset(
         "https://api.openai.com/v1",
         env_keys=("OPENAI_API_KEY",),
@@ -42,6 +61,7 @@ PRESETS: dict[str, Preset] = {
         env_keys=("DEEPSEEK_API_KEY",),
         model_patterns=("deepseek-*",),
         reasoning_passback=True,
+        anthropic_base_url="https://api.deepseek.com/anthropic",
     ),
     "qwen": Preset(
         "https://dashscope.aliyuncs.com/compatible-mode/v1",
@@ -53,11 +73,13 @@ PRESETS: dict[str, Preset] = {
         env_keys=("MOONSHOT_API_KEY",),
         model_patterns=("moonshot-*", "kimi-*"),
         reasoning_passback=True,
+        anthropic_base_url="https://api.moonshot.cn/anthropic",
     ),
     "zhipu": Preset(
         "https://open.bigmodel.cn/api/paas/v4",
         env_keys=("ZHIPUAI_API_KEY", "ZHIPU_API_KEY"),
         model_patterns=("glm-*",),
+        anthropic_base_url="https://open.bigmodel.cn/api/anthropic",
     ),
     "doubao": Preset(
         "https://ark.cn-beijing.volces.com/api/v3",
@@ -74,11 +96,13 @@ PRESETS: dict[str, Preset] = {
         env_keys=("MINIMAX_API_KEY",),
         model_patterns=("MiniMax-*", "minimax-*"),
         max_n=1,
+        anthropic_base_url="https://api.minimaxi.com/anthropic",
     ),
     "siliconflow": Preset(
         "https://api.siliconflow.cn/v1",
         env_keys=("SILICONFLOW_API_KEY",),
         model_patterns=("deepseek-ai/*", "Qwen/*", "Pro/*", "THUDM/*", "moonshotai/*"),
+        anthropic_base_url="https://api.siliconflow.cn",
     ),
     "openrouter": Preset(
         "https://openrouter.ai/api/v1",

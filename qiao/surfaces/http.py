@@ -55,6 +55,7 @@ async def read_body(request: web.BaseRequest, max_bytes: int, timeout_s: float) 
 def qiao_headers(request_id: str, provider: str | None, overhead_s: float) -> dict[str, str]:
     headers = {
         "x-request-id": request_id,
+        "request-id": request_id,  # where the anthropic SDK looks
         "x-qiao-overhead-ms": f"{max(0.0, overhead_s) * 1000:.3f}",
     }
     if provider:

@@ -1,0 +1,66 @@
+"""Qiao's neutral model of a chat request, its answer and its stream.
+
+Only the translation path uses these types: a request whose client protocol
+differs from its provider's protocol is decoded into them by the client's
+codec and encoded from them by the provider's codec (hub, not pairs).
+"""
+
+from .types import (
+    Choice,
+    Document,
+    Event,
+    Finish,
+    FinishReason,
+    Image,
+    Message,
+    Part,
+    Reasoning,
+    ReasoningConfig,
+    ReasoningDelta,
+    Request,
+    Response,
+    ResponseFormat,
+    Role,
+    StreamError,
+    StreamStart,
+    Text,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+    ToolChoice,
+    ToolResult,
+    Usage,
+    UsageEvent,
+)
+
+__all__ = [
+    "Choice",
+    "Document",
+    "Event",
+    "Finish",
+    "FinishReason",
+    "Image",
+    "Message",
+    "Part",
+    "Reasoning",
+    "ReasoningConfig",
+    "ReasoningDelta",
+    "Request",
+    "Response",
+    "ResponseFormat",
+    "Role",
+    "StreamError",
+    "StreamStart",
+    "Text",
+    "TextDelta",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallStart",
+    "ToolChoice",
+    "ToolResult",
+    "Usage",
+    "UsageEvent",
+]

@@ -1,0 +1,136 @@
+"""How one exchange goes to one target: the upstream call, and whether it is translated.
+
+Same protocol in and out is a passthrough: the caller's bytes go up with only what must change
+changed. Different protocols go through the canonical model: the client's codec decodes, the
+provider's codec encodes. Adding a provider protocol means one ``_plan_*`` function here plus
+its codec and adapter module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from .codecs import anthropic as anthropic_codec
+from .codecs import embeddings, openai_chat
+from .codecs import gemini as gemini_codec
+from .errors import InvalidRequest
+from .exchange import Exchange, Kind
+from .providers import anthropic, gemini, openai
+from .providers.openai import Op
+from .providers.presets import Protocol
+from .router import Route
+from .upstream import UpstreamRequest
+
+__all__ = ["Plan", "UnsupportedByTarget", "plan"]
+
+_OPENAI_OPS: dict[Kind, Op] = {
+    "chat": Op.CHAT,
+    "completions": Op.COMPLETIONS,
+    "responses": Op.RESPONSES,
+    "embeddings": Op.EMBEDDINGS,
+}
+
+
+class UnsupportedByTarget(InvalidRequest):
+    """This target cannot serve this kind of request; another target might."""
+
+    retryable = True
+    code = "unsupported_by_provider"
+
+
+@dataclass(slots=True)
+class Plan:
+    request: UpstreamRequest
+    upstream_protocol: Protocol
+    translate: bool
+    client_wants_usage: bool = True
+    openai_op: Op | None = None
+
+
+def plan(ex: Exchange, route: Route) -> Plan:
+    protocol = route.upstream.info.config.resolved_protocol
+    if protocol == "anthropic":
+        return _plan_anthropic(ex, route)
+    if protocol == "gemini":
+        return _plan_gemini(ex, route)
+    return _plan_openai(ex, route)
+
+
+def _unsupported(ex: Exchange, route: Route) -> UnsupportedByTarget:
+    return UnsupportedByTarget(
+        f"{ex.kind} requests ({ex.protocol} protocol) cannot be sent to provider "
+        f"{route.upstream.name!r}, which speaks {route.upstream.info.config.resolved_protocol}."
+    )
+
+
+def _request(
+    route: Route, url: str, headers: dict[str, str], body: bytes, ex: Exchange
+) -> UpstreamRequest:
+    info = route.upstream.info
+    return UpstreamRequest("POST", url, headers, body, info.name, ex.stream, info.config.timeouts)
+
+
+def _plan_openai(ex: Exchange, route: Route) -> Plan:
+    info, model = route.upstream.info, route.model
+    if ex.protocol == "openai":
+        op = _OPENAI_OPS.get(ex.kind)
+        if op is None:
+            raise _unsupported(ex, route)
+        body, wants = openai.prepare_body(
+            info, op, ex.raw, ex.body, model, route.upstream.reasoning
+        )
+        url = openai.upstream_url(info, op, model)
+        req = _request(route, url, openai.upstream_headers(info, ex.headers), body, ex)
+        return Plan(req, "openai", False, wants, op)
+    if ex.kind == "chat":
+        wire = openai_chat.encode_request(ex.canonical(), model)
+        if not info.stream_usage:
+            wire.pop("stream_options", None)
+        if route.upstream.reasoning is not None:
+            wire = route.upstream.reasoning.fill(wire) or wire
+        op = Op.CHAT
+    elif ex.kind == "embeddings" and ex.protocol == "gemini":
+        wire = embeddings.gemini_to_openai_request(ex.body, model)
+        op = Op.EMBEDDINGS
+    else:
+        raise _unsupported(ex, route)
+    url = openai.upstream_url(info, op, model)
+    headers = openai.upstream_headers(info, {})
+    return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "openai", True, True, op)
+
+
+def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
+    info, model = route.upstream.info, route.model
+    if ex.protocol == "anthropic" and ex.kind in ("chat", "count_tokens"):
+        beta = ex.query.get("beta") == "true"
+        url = anthropic.messages_url(info, count_tokens=ex.kind == "count_tokens", beta=beta)
+        body = anthropic.passthrough_body(ex.raw, ex.body, model)
+        req = _request(route, url, anthropic.upstream_headers(info, ex.headers), body, ex)
+        return Plan(req, "anthropic", False)
+    if ex.kind != "chat":
+        raise _unsupported(ex, route)
+    wire = anthropic_codec.encode_request(ex.canonical(), model)
+    url = anthropic.messages_url(info)
+    headers = anthropic.upstream_headers(info, None)
+    return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "anthropic", True)
+
+
+def _plan_gemini(ex: Exchange, route: Route) -> Plan:
+    info, model = route.upstream.info, route.model
+    headers = gemini.upstream_headers(info)
+    if ex.protocol == "gemini" and ex.gemini_method:
+        url = gemini.method_url(info, model, ex.gemini_method, stream=ex.stream)
+        body = gemini.passthrough_body(ex.raw, ex.body, model)
+        return Plan(_request(route, url, headers, body, ex), "gemini", False)
+    if ex.kind == "chat":
+        wire = gemini_codec.encode_request(ex.canonical(), model)
+        method = "streamGenerateContent" if ex.stream else "generateContent"
+    elif ex.kind == "embeddings" and ex.protocol == "openai":
+        wire = embeddings.openai_to_gemini_request(ex.body, model)
+        method = "batchEmbedContents"
+    else:
+        raise _unsupported(ex, route)
+    url = gemini.method_url(info, model, method, stream=ex.stream)
+    return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "gemini", True)

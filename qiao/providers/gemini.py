@@ -1,0 +1,40 @@
+"""Google's Gemini API (AI Studio) as an upstream: URL, headers, passthrough body (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .openai import USER_AGENT, ProviderInfo
+
+__all__ = ["method_url", "passthrough_body", "upstream_headers"]
+
+API_VERSION = "v1beta"
+
+
+def method_url(info: ProviderInfo, model: str, method: str, *, stream: bool = False) -> str:
+    name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+    suffix = "?alt=sse" if stream else ""
+    return f"{info.base_url}/{API_VERSION}/{name}:{method}{suffix}"
+
+
+def upstream_headers(info: ProviderInfo) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+    headers.update(info.config.headers)
+    key = info.config.api_key.get_secret_value() if info.config.api_key else ""
+    if key:
+        headers["x-goog-api-key"] = key
+    return headers
+
+
+def passthrough_body(raw: bytes, body: dict[str, Any], model: str) -> bytes:
+    """Gemini names the model in the URL; only batch embedding bodies repeat it."""
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        return raw
+    name = model if model.startswith("models/") else f"models/{model}"
+    if all(isinstance(r, dict) and r.get("model") == name for r in requests):
+        return raw
+    fixed = [{**r, "model": name} if isinstance(r, dict) else r for r in requests]
+    return orjson.dumps({**body, "requests": fixed})
