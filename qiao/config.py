@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 MIN_KEY_LENGTH = 8
-PROVIDER_TYPES = frozenset({*PRESETS, "azure", "mock"})
+PROVIDER_TYPES = frozenset({*PRESETS, "azure", "mock", "vertex", "bedrock"})
 
 
 class ConfigError(Exception):
@@ -76,6 +76,14 @@ class ProviderConfig(_Frozen):
     base_url: str | None = None
     api_key: SecretStr | None = None
     api_version: str | None = None
+    # Vertex AI (service-account auth) and AWS Bedrock (SigV4 or a Bedrock API key)
+    project: str | None = None
+    region: str | None = None
+    credentials_file: str | None = None
+    credentials_json: SecretStr | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(256, ge=1)
@@ -106,6 +114,9 @@ class ProviderConfig(_Frozen):
                 )
             if not self.api_version:
                 raise ValueError("an azure provider needs api_version, e.g. 2024-10-21")
+        if self.type in ("vertex", "bedrock"):
+            self._check_cloud()
+            return self
         preset = PRESETS.get(self.type)
         if self.protocol not in (None, self.native_protocol):
             if (
@@ -120,8 +131,26 @@ class ProviderConfig(_Frozen):
                 raise ValueError(f"a {self.type} provider needs api_key")
         return self
 
+    def _check_cloud(self) -> None:
+        if not self.region:
+            raise ValueError(f"a {self.type} provider needs region")
+        if self.type == "vertex":
+            if not self.project:
+                raise ValueError("a vertex provider needs project")
+            if not (self.credentials_file or self.credentials_json):
+                raise ValueError("a vertex provider needs credentials_file or credentials_json")
+        elif not (self.api_key or (self.aws_access_key_id and self.aws_secret_access_key)):
+            raise ValueError(
+                "a bedrock provider needs aws_access_key_id and aws_secret_access_key, "
+                "or api_key (a Bedrock API key)"
+            )
+
     @property
     def native_protocol(self) -> Protocol:
+        if self.type == "bedrock":
+            return "anthropic"
+        if self.type == "vertex":
+            return "gemini"  # Claude models on Vertex speak Anthropic's protocol (per route)
         preset = PRESETS.get(self.type)
         return preset.protocol if preset else "openai"
 

@@ -21,6 +21,7 @@ from .exchange import Exchange
 from .observability.accesslog import AccessLog, RequestRecord
 from .observability.redact import Redactor
 from .plan import Plan, plan
+from .providers.cloud import authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
 from .providers.openai import ProviderInfo
 from .providers.reasoning import ReasoningMemory
@@ -82,7 +83,11 @@ class Engine:
         for name, pc in config.providers.items():
             info = ProviderInfo.build(name, pc)
             memory = ReasoningMemory() if info.preset and info.preset.reasoning_passback else None
-            self._upstreams[name] = Upstream(info, _make_transport(info), memory)
+            auth = authenticator_for(pc)
+            self._upstreams[name] = Upstream(info, _make_transport(info), memory, auth)
+            for secret in (pc.aws_secret_access_key, pc.aws_session_token, pc.credentials_json):
+                if secret is not None:
+                    secrets.append(secret.get_secret_value())
             if pc.api_key:
                 secrets.append(pc.api_key.get_secret_value())
         self.redact = Redactor(secrets)
@@ -95,6 +100,8 @@ class Engine:
     async def close(self) -> None:
         for up in self._upstreams.values():
             await up.transport.close()
+            if up.auth is not None:
+                await up.auth.close()
 
     async def open(self, ex: Exchange, rec: RequestRecord) -> Opened:
         """Send to the first target that answers; raise the last error if none does."""
@@ -127,9 +134,13 @@ class Engine:
         deadline = Deadline(request.timeouts)
         t0 = time.perf_counter()
         try:
+            if route.upstream.auth is not None:
+                await route.upstream.auth.apply(request)
             response = await route.upstream.transport.send(request, deadline)
             if response.status >= 400:
                 raise await self._status_error(response, route.upstream.name, the_plan)
+            if request.stream and route.upstream.info.config.type == "bedrock":
+                response = bedrock_stream(response)
         finally:
             rec.upstream_s += time.perf_counter() - t0
         self.health.ok(route.upstream.name)

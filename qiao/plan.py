@@ -17,7 +17,7 @@ from .codecs import embeddings, openai_chat
 from .codecs import gemini as gemini_codec
 from .errors import InvalidRequest
 from .exchange import Exchange, Kind
-from .providers import anthropic, gemini, openai
+from .providers import anthropic, bedrock, gemini, openai, vertex
 from .providers.openai import Op
 from .providers.presets import Protocol
 from .router import Route
@@ -50,7 +50,7 @@ class Plan:
 
 
 def plan(ex: Exchange, route: Route) -> Plan:
-    protocol = route.upstream.info.config.resolved_protocol
+    protocol = route.protocol
     if protocol == "anthropic":
         return _plan_anthropic(ex, route)
     if protocol == "gemini":
@@ -61,7 +61,7 @@ def plan(ex: Exchange, route: Route) -> Plan:
 def _unsupported(ex: Exchange, route: Route) -> UnsupportedByTarget:
     return UnsupportedByTarget(
         f"{ex.kind} requests ({ex.protocol} protocol) cannot be sent to provider "
-        f"{route.upstream.name!r}, which speaks {route.upstream.info.config.resolved_protocol}."
+        f"{route.upstream.name!r}, which speaks {route.protocol}."
     )
 
 
@@ -103,25 +103,65 @@ def _plan_openai(ex: Exchange, route: Route) -> Plan:
 
 def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
     info, model = route.upstream.info, route.model
+    cloud = info.config.type in ("vertex", "bedrock")
     if ex.protocol == "anthropic" and ex.kind in ("chat", "count_tokens"):
+        if cloud and ex.kind == "count_tokens":
+            raise _unsupported(ex, route)
         beta = ex.query.get("beta") == "true"
         url = anthropic.messages_url(info, count_tokens=ex.kind == "count_tokens", beta=beta)
         body = anthropic.passthrough_body(ex.raw, ex.body, model)
-        req = _request(route, url, anthropic.upstream_headers(info, ex.headers), body, ex)
-        return Plan(req, "anthropic", False)
-    if ex.kind != "chat":
+        headers = anthropic.upstream_headers(info, ex.headers)
+        translate = False
+    elif ex.kind == "chat":
+        body = orjson.dumps(anthropic_codec.encode_request(ex.canonical(), model))
+        url = anthropic.messages_url(info)
+        headers = anthropic.upstream_headers(info, None)
+        translate = True
+    else:
         raise _unsupported(ex, route)
-    wire = anthropic_codec.encode_request(ex.canonical(), model)
-    url = anthropic.messages_url(info)
-    headers = anthropic.upstream_headers(info, None)
-    return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "anthropic", True)
+    if cloud:
+        url, body = _cloud_claude(route, body, headers, ex.stream)
+    return Plan(_request(route, url, headers, body, ex), "anthropic", translate)
+
+
+def _cloud_claude(
+    route: Route, body: bytes, headers: dict[str, str], stream: bool
+) -> tuple[str, bytes]:
+    """Claude on Bedrock or Vertex: the model moves to the URL, the version into the body."""
+    config, model = route.upstream.info.config, route.model
+    headers.pop("x-api-key", None)
+    wire = orjson.loads(body)
+    base = route.upstream.info.config.base_url
+    if config.type == "bedrock":
+        beta = headers.pop("anthropic-beta", None)
+        headers.pop("anthropic-version", None)
+        url = bedrock.invoke_url(config.region or "", model, stream=stream, base_url=base)
+        return url, orjson.dumps(bedrock.to_bedrock_body(wire, beta=beta))
+    url = vertex.claude_url(
+        config.project or "", config.region or "", model, stream=stream, base_url=base
+    )
+    return url, orjson.dumps(vertex.to_vertex_claude_body(wire))
+
+
+def _gemini_url(route: Route, method: str, stream: bool) -> str:
+    config = route.upstream.info.config
+    if config.type == "vertex":
+        return vertex.gemini_url(
+            config.project or "",
+            config.region or "",
+            route.model,
+            method,
+            stream=stream,
+            base_url=config.base_url,
+        )
+    return gemini.method_url(route.upstream.info, route.model, method, stream=stream)
 
 
 def _plan_gemini(ex: Exchange, route: Route) -> Plan:
     info, model = route.upstream.info, route.model
     headers = gemini.upstream_headers(info)
     if ex.protocol == "gemini" and ex.gemini_method:
-        url = gemini.method_url(info, model, ex.gemini_method, stream=ex.stream)
+        url = _gemini_url(route, ex.gemini_method, ex.stream)
         body = gemini.passthrough_body(ex.raw, ex.body, model)
         return Plan(_request(route, url, headers, body, ex), "gemini", False)
     if ex.kind == "chat":
@@ -132,5 +172,5 @@ def _plan_gemini(ex: Exchange, route: Route) -> Plan:
         method = "batchEmbedContents"
     else:
         raise _unsupported(ex, route)
-    url = gemini.method_url(info, model, method, stream=ex.stream)
+    url = _gemini_url(route, method, ex.stream)
     return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "gemini", True)

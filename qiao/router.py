@@ -11,7 +11,9 @@ from fnmatch import fnmatchcase
 
 from .config import Config
 from .errors import NotFound
+from .providers.cloud import Authenticator
 from .providers.openai import ProviderInfo
+from .providers.presets import Protocol
 from .providers.reasoning import ReasoningMemory
 from .upstream import Transport
 
@@ -27,6 +29,7 @@ class Upstream:
     info: ProviderInfo
     transport: Transport
     reasoning: ReasoningMemory | None = None  # for presets that need reasoning sent back
+    auth: Authenticator | None = None  # signs each call (Vertex, Bedrock)
 
     @property
     def name(self) -> str:
@@ -37,6 +40,15 @@ class Upstream:
 class Route:
     upstream: Upstream
     model: str
+    protocol: Protocol = "openai"  # the wire protocol this target speaks
+
+
+def _route(upstream: Upstream, model: str) -> Route:
+    config = upstream.info.config
+    protocol = config.resolved_protocol
+    if config.type == "vertex" and model.startswith("claude"):
+        protocol = "anthropic"
+    return Route(upstream, model, protocol)
 
 
 class Router:
@@ -70,10 +82,10 @@ class Router:
         if spec is None:
             spec = next((s for p, s in self._patterns if fnmatchcase(model, p)), None)
         if spec is not None:
-            return tuple(Route(self._upstreams[p], m or model) for p, m in spec)
+            return tuple(_route(self._upstreams[p], m or model) for p, m in spec)
         provider, sep, rest = model.partition("/")
         if sep and rest and provider in self._upstreams:
-            return (Route(self._upstreams[provider], rest),)
+            return (_route(self._upstreams[provider], rest),)
         raise NotFound(
             f"The model `{model}` does not exist or you do not have access to it.",
             param="model",

@@ -69,7 +69,7 @@ class AnthropicSurface(Surface):
 
         def local(ex: Exchange) -> dict[str, Any] | None:
             route = self.engine.router.resolve(ex.model)[0]
-            if route.upstream.info.config.resolved_protocol == "anthropic":
+            if route.protocol == "anthropic":
                 return None  # ask the upstream
             return {"input_tokens": estimate_tokens(ex.body)}
 

@@ -82,7 +82,7 @@ class GeminiSurface(Surface):
             if ex.kind != "count_tokens":
                 return None
             route = self.engine.router.resolve(ex.model)[0]
-            if route.upstream.info.config.resolved_protocol == "gemini":
+            if route.protocol == "gemini":
                 return None
             return {"totalTokens": estimate_tokens(ex.body)}
 
