@@ -40,6 +40,10 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     app.add_routes(openai.azure_routes())
     app.add_routes(anthropic.routes())
     app.add_routes(gemini.routes())
+    if config.server.cors_origins:
+        cors = _Cors(config.server.cors_origins)
+        app.on_response_prepare.append(cors.on_prepare)
+        app.router.add_route("OPTIONS", "/{tail:.*}", cors.preflight)
     app.add_routes(
         [
             web.get("/v1/models", models.list),
@@ -58,6 +62,45 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
 
     app.on_cleanup.append(_close)
     return app
+
+
+class _Cors:
+    """CORS for browser clients (LobeChat client mode, anthropic-dangerous-direct-browser-access).
+
+    Only the configured origins get CORS headers; credentials travel in headers, never cookies.
+    """
+
+    EXPOSE = "x-request-id, request-id, retry-after, x-qiao-provider, x-qiao-overhead-ms"
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self._any = "*" in origins
+        self._origins = frozenset(origins)
+
+    def _allowed(self, origin: str | None) -> bool:
+        return origin is not None and (self._any or origin in self._origins)
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin")
+        if not self._allowed(origin):
+            return web.Response(status=403)
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": "GET, POST, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": request.headers.get(
+                    "Access-Control-Request-Headers", "*"
+                ),
+                "Access-Control-Max-Age": "600",
+            },
+        )
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if self._allowed(origin):
+            assert origin is not None
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = self.EXPOSE
+            response.headers["Vary"] = "Origin"
 
 
 class _ModelsDispatch:

@@ -193,6 +193,9 @@ class ServerSettings(_Frozen):
     header_timeout: float = Field(15.0, gt=0, description="idle keep-alive and header read")
     body_timeout: float = Field(60.0, gt=0)
     access_log: bool = True
+    # Browser origins allowed to call Qiao (CORS), e.g. ["https://chat.example.com"] or ["*"].
+    # Empty (the default): no CORS headers, preflight requests are refused.
+    cors_origins: tuple[str, ...] = ()
 
 
 class Config(_Frozen):
