@@ -7,6 +7,7 @@ the file, the line and the key. Unknown keys are rejected. Without a file,
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -196,6 +197,19 @@ class ServerSettings(_Frozen):
     # Browser origins allowed to call Qiao (CORS), e.g. ["https://chat.example.com"] or ["*"].
     # Empty (the default): no CORS headers, preflight requests are refused.
     cors_origins: tuple[str, ...] = ()
+    # Networks from which request media (image/PDF URLs) may be fetched although they are not
+    # public, e.g. ["10.20.0.0/16"] for an intranet image host. Default: public addresses only.
+    media_fetch_allow: tuple[str, ...] = ()
+
+    @field_validator("media_fetch_allow")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network (CIDR)") from None
+        return v
 
 
 class Config(_Frozen):

@@ -16,6 +16,7 @@ from typing import Any
 from .auth import KeyRing
 from .codecs.registry import codec_for
 from .config import Config
+from .egress.fetch import MediaFetcher
 from .errors import InvalidRequest, QiaoError, UpstreamError, UpstreamStatusError
 from .exchange import Exchange
 from .observability.accesslog import AccessLog, RequestRecord
@@ -91,6 +92,7 @@ class Engine:
             if pc.api_key:
                 secrets.append(pc.api_key.get_secret_value())
         self.redact = Redactor(secrets)
+        self.fetcher = MediaFetcher(config.server.media_fetch_allow)
         self.router = Router(config, self._upstreams)
 
     @property
@@ -98,6 +100,7 @@ class Engine:
         return self._upstreams
 
     async def close(self) -> None:
+        await self.fetcher.close()
         for up in self._upstreams.values():
             await up.transport.close()
             if up.auth is not None:
@@ -107,7 +110,12 @@ class Engine:
         """Send to the first target that answers; raise the last error if none does."""
         routes = self.router.resolve(ex.model)
         last: QiaoError | None = None
+        inlined = False
         for n, route in enumerate(routes, 1):
+            if route.protocol == "gemini" and ex.protocol != "gemini" and not inlined:
+                if ex.kind == "chat":  # Gemini takes media as bytes: fetch URLs, SSRF-guarded
+                    await self.fetcher.inline(ex.canonical())
+                inlined = True
             rec.provider = route.upstream.name
             rec.upstream_model = route.model
             try:

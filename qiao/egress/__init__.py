@@ -1,0 +1,1 @@
+"""How Qiao reaches URLs it did not choose: the SSRF guard and the remote media fetcher."""
