@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gateway import Gateway
+from services import PostgresServer, RedisServer
 
 CLIENT_KEY = "sk-qiao-test-client-key"
 ADMIN_KEY = "sk-qiao-test-admin-key"
@@ -36,3 +37,17 @@ keys:
 def mock_gateway() -> Iterator[Gateway]:
     with Gateway(MOCK_CONFIG) as gw:
         yield gw
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    yield server
+    server.close()

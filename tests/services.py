@@ -1,0 +1,185 @@
+"""Throwaway Redis and PostgreSQL servers for tests: free ports on 127.0.0.1, data in a temp dir.
+
+When a binary is missing, tests that need it are skipped locally with the command that installs
+it — and fail in CI (``CI`` set), where nothing may be skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+INSTALL = "apt-get install -y redis-server postgresql"
+PG_BIN_DIRS = (
+    "/usr/lib/postgresql/17/bin",
+    "/usr/lib/postgresql/16/bin",
+    "/usr/lib/postgresql/15/bin",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed; install it with: {INSTALL}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class RedisServer:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _missing("redis-server")
+        self.binary = binary or ""
+        self.dir = tempfile.mkdtemp(prefix="qiao-redis-")
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pg_bin() -> Path | None:
+    for d in PG_BIN_DIRS:
+        if Path(d, "initdb").exists():
+            return Path(d)
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+class PostgresServer:
+    """initdb + pg_ctl as the ``postgres`` user when we are root (PostgreSQL refuses root)."""
+
+    def __init__(self) -> None:
+        bin_dir = _pg_bin()
+        if bin_dir is None:
+            _missing("PostgreSQL (initdb)")
+        self.bin = bin_dir or Path()
+        self.root = Path(tempfile.mkdtemp(prefix="qiao-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.root, "postgres")
+            os.chmod(self.root, 0o700)
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://qiao@127.0.0.1:{self.port}/qiao"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self._as, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def start(self) -> PostgresServer:
+        if not self.data.exists():
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "qiao",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(self.root / "log"),
+            "start",
+        )
+        _wait_port(self.port)
+        if not (self.root / ".created").exists():
+            self._run(
+                str(self.bin / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "qiao",
+                "qiao",
+            )
+            (self.root / ".created").touch()
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
