@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import ipaddress
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from .config import Config
-from .errors import AuthenticationFailed, PermissionDenied
+from .errors import AuthenticationFailed, PermissionDenied, Unavailable
+from .storage.models import Budget, Limits, Team, VirtualKey
 
-__all__ = ["KeyRing", "Principal", "credential_from"]
+__all__ = ["KeyRing", "Principal", "credential_from", "digest"]
 
 ADMIN = "admin"
 _CACHE_LIMIT = 4096
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(slots=True)
@@ -29,7 +35,31 @@ class Principal:
     patterns: tuple[str, ...]
     admin: bool = False
     digest: bytes = b""
+    key_id: str | None = None  # None for keys written in the config file
+    team_id: str | None = None
+    role: str = "user"
+    limits: Limits = field(default_factory=Limits)
+    model_limits: dict[str, Limits] = field(default_factory=dict)
+    budget: Budget | None = None
+    team_limits: Limits = field(default_factory=Limits)
+    team_budget: Budget | None = None
+    networks: tuple[Network, ...] = ()
+    expires_at: float | None = None  # epoch seconds
+    from_store: bool = False
     _allowed: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    @property
+    def scope_id(self) -> str:
+        return self.key_id or f"cfg:{self.name}"
+
+    def allows_ip(self, address: str | None) -> bool:
+        if not self.networks:
+            return True
+        try:
+            ip = ipaddress.ip_address((address or "").split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
 
     def allows(self, model: str) -> bool:
         hit = self._allowed.get(model)
@@ -41,34 +71,109 @@ class Principal:
         return hit
 
 
-def _digest(secret: str) -> bytes:
+def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
+_digest = digest
+
+
+def principal_for(key: VirtualKey, team: Team | None) -> Principal:
+    return Principal(
+        name=key.name,
+        patterns=key.models,
+        admin=key.role == "admin",
+        digest=key.key_hash,
+        key_id=key.id,
+        team_id=key.team_id,
+        role=key.role,
+        limits=key.limits,
+        model_limits=dict(key.model_limits),
+        budget=key.budget,
+        team_limits=team.limits if team else Limits(),
+        team_budget=team.budget if team else None,
+        networks=tuple(ipaddress.ip_network(c, strict=False) for c in key.cidrs),
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        from_store=True,
+    )
+
+
 class KeyRing:
-    def __init__(self, config: Config) -> None:
-        self._by_digest: dict[bytes, Principal] = {}
+    """Config keys plus (when a store is configured) every live key of the store, in memory.
+
+    The store's keys are loaded whole and kept current by :mod:`qiao.keysync`, so the hot path
+    never waits on the database. If the database is unreachable, known keys keep working for
+    ``stale_after`` seconds; an unknown key then gets 503 (the store might know it), never 401.
+    """
+
+    def __init__(self, config: Config, *, stale_after: float = 300.0) -> None:
+        self._static: dict[bytes, Principal] = {}
         if config.admin_key is not None:
             self._add(config.admin_key.get_secret_value(), Principal(ADMIN, ("*",), admin=True))
         for k in config.keys:
-            self._add(k.key.get_secret_value(), Principal(k.name, k.models))
+            self._add(
+                k.key.get_secret_value(),
+                Principal(k.name, k.models, limits=k.limits, budget=k.budget),
+            )
+        self._by_digest: dict[bytes, Principal] = dict(self._static)
+        self.store_backed = False
+        self.synced_at: float | None = None  # monotonic time of the last successful sync
+        self.store_down = False
+        self._stale_after = stale_after
 
     def _add(self, secret: str, principal: Principal) -> None:
-        principal.digest = _digest(secret)
-        self._by_digest[principal.digest] = principal
+        principal.digest = digest(secret)
+        self._static[principal.digest] = principal
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
+    # ------------------------------------------------------------------ store sync
+    def replace_store_keys(self, principals: Iterable[Principal]) -> None:
+        merged = {p.digest: p for p in principals}
+        merged.update(self._static)  # a config key always wins
+        self._by_digest = merged
+        self.store_backed = True
+
+    def upsert(self, principal: Principal | None, old_digests: Iterable[bytes] = ()) -> None:
+        for d in old_digests:
+            if d not in self._static:
+                self._by_digest.pop(d, None)
+        if principal is not None and principal.digest not in self._static:
+            self._by_digest[principal.digest] = principal
+
+    def principals(self) -> list[Principal]:
+        return list(self._by_digest.values())
+
+    def mark_synced(self, ok: bool) -> None:
+        if ok:
+            self.synced_at = time.monotonic()
+        self.store_down = not ok
+
+    def _stale(self) -> bool:
+        if not self.store_backed:
+            return False
+        if self.synced_at is None:
+            return True
+        return self.store_down and time.monotonic() - self.synced_at > self._stale_after
+
+    # ------------------------------------------------------------------ the hot path
     def authenticate(self, presented: str | None) -> Principal:
         if not presented:
             raise AuthenticationFailed(
                 "Missing API key. Send it as 'Authorization: Bearer <key>'.", code="missing_api_key"
             )
-        digest = _digest(presented)
-        principal = self._by_digest.get(digest)
-        if principal is None or not hmac.compare_digest(principal.digest, digest):
+        d = digest(presented)
+        principal = self._by_digest.get(d)
+        if principal is None or not hmac.compare_digest(principal.digest, d):
+            if self.store_down:
+                raise Unavailable("The key store is unavailable; try again shortly.")
             raise AuthenticationFailed("Invalid API key.")
+        if principal.from_store:
+            if self._stale():
+                raise Unavailable("The key store is unavailable; try again shortly.")
+            if principal.expires_at is not None and principal.expires_at <= time.time():
+                raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
         return principal
 
     @staticmethod

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 from .providers.presets import PRESETS, Protocol
+from .storage.models import Budget, Currency, Limits, Period
 
 __all__ = [
     "Config",
@@ -176,10 +178,39 @@ class Target(_Frozen):
     model: str | None = Field(None, description="upstream model name; default: the alias")
 
 
+class LimitsConfig(_Frozen):
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1)
+
+    def to_limits(self) -> Limits:
+        return Limits(self.rpm, self.tpm, self.concurrency)
+
+
+class BudgetConfig(_Frozen):
+    amount: Decimal = Field(gt=0, allow_inf_nan=False)
+    currency: Currency = "USD"
+    period: Period = "month"
+    hard: bool = True
+
+    def to_budget(self) -> Budget:
+        return Budget(self.amount, self.currency, self.period, self.hard)
+
+
 class KeyConfig(_Frozen):
     name: str = Field(min_length=1, max_length=128)
     key: SecretStr
     models: tuple[str, ...] = ("*",)
+    rate_limits: LimitsConfig | None = Field(None, alias="limits")
+    spend: BudgetConfig | None = Field(None, alias="budget")
+
+    @property
+    def limits(self) -> Limits:
+        return self.rate_limits.to_limits() if self.rate_limits else Limits()
+
+    @property
+    def budget(self) -> Budget | None:
+        return self.spend.to_budget() if self.spend else None
 
     @field_validator("key")
     @classmethod

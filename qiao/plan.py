@@ -85,9 +85,11 @@ def _plan_openai(ex: Exchange, route: Route) -> Plan:
         req = _request(route, url, openai.upstream_headers(info, ex.headers), body, ex)
         return Plan(req, "openai", False, wants, op)
     if ex.kind == "chat":
-        wire = openai_chat.encode_request(ex.canonical(), model)
-        if not info.stream_usage:
-            wire.pop("stream_options", None)
+        canonical = ex.canonical()
+        max_n = info.preset.max_n if info.preset else None
+        if max_n is not None and canonical.n > max_n:
+            raise UnsupportedByTarget(f"provider {info.name!r} accepts n <= {max_n}", param="n")
+        wire = openai_chat.encode_request(canonical, model, _encode_options(info))
         if route.upstream.reasoning is not None:
             wire = route.upstream.reasoning.fill(wire) or wire
         op = Op.CHAT
@@ -99,6 +101,23 @@ def _plan_openai(ex: Exchange, route: Route) -> Plan:
     url = openai.upstream_url(info, op, model)
     headers = openai.upstream_headers(info, {})
     return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "openai", True, True, op)
+
+
+_OPENAI_ITSELF = openai_chat.EncodeOptions(
+    max_tokens_param="max_completion_tokens", reasoning_passback=False, top_k=False
+)
+
+
+def _encode_options(info: openai.ProviderInfo) -> openai_chat.EncodeOptions:
+    """OpenAI and Azure want max_completion_tokens and reject top_k / reasoning_content;
+    compatible servers take max_tokens and (DeepSeek, Kimi) need reasoning_content back."""
+    if info.config.type == "azure" or "api.openai.com" in info.base_url:
+        return _OPENAI_ITSELF
+    return openai_chat.EncodeOptions(stream_usage=info.stream_usage)
+
+
+# Anthropic accepts system messages inside ``messages`` only with this beta.
+MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
 
 
 def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
@@ -113,9 +132,12 @@ def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
         headers = anthropic.upstream_headers(info, ex.headers)
         translate = False
     elif ex.kind == "chat":
-        body = orjson.dumps(anthropic_codec.encode_request(ex.canonical(), model))
+        wire = anthropic_codec.encode_request(ex.canonical(), model)
+        body = orjson.dumps(wire)
         url = anthropic.messages_url(info)
         headers = anthropic.upstream_headers(info, None)
+        if any(m.get("role") == "system" for m in wire.get("messages", ())):
+            headers["anthropic-beta"] = MID_CONVERSATION_SYSTEM_BETA
         translate = True
     else:
         raise _unsupported(ex, route)

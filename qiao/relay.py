@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .canonical import Request, StreamError, Usage, UsageEvent
+from .canonical import Request, StreamError, StreamStart, Usage, UsageEvent
 from .codecs import embeddings
 from .codecs.registry import codec_for
 from .engine import Opened
@@ -27,7 +27,7 @@ from .observability.accesslog import RequestRecord
 from .providers.openai import Op
 from .providers.openai_stream import OpenAIStreamRelay
 from .providers.presets import Protocol
-from .providers.reasoning import StreamReasoning
+from .providers.reasoning import EventReasoning, StreamReasoning
 from .surfaces.http import qiao_headers
 
 __all__ = ["relay_body", "relay_stream", "usage_dict"]
@@ -254,6 +254,8 @@ class _Translator:
         self._decoder = codec_for(opened.plan.upstream_protocol).StreamDecoder()
         self._encoder = codec_for(ex.protocol).StreamEncoder(ex.canonical())
         self._model = ex.model
+        memory = opened.route.upstream.reasoning
+        self._observe = EventReasoning(memory) if memory is not None else None
 
     async def pump(self, resp: web.StreamResponse, opened: Opened, rec: RequestRecord) -> None:
         encoder = self._encoder
@@ -268,8 +270,10 @@ class _Translator:
                         return
                     if isinstance(ev, UsageEvent):
                         rec.usage = usage_dict(ev.usage)
-                    elif hasattr(ev, "model"):
+                    elif isinstance(ev, StreamStart):
                         ev.model = self._model
+                    if self._observe is not None:
+                        self._observe(ev)
                     out.append(encoder.feed(ev))
                 data = b"".join(out)
                 if data:

@@ -367,3 +367,24 @@ def test_error_mid_stream(gw: Gateway, fakes: dict[str, Any], client: str, upstr
     got = make(client, gw).error(f"up-{upstream}", True)
     assert got != 200
     assert gw.log.records[-1]["error"] == "upstream_stream_error"
+
+
+def test_mid_conversation_system_message_gets_its_beta(gw: Gateway, fakes: dict[str, Any]) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key=CLIENT_KEY, max_retries=0)
+    client.chat.completions.create(
+        model="up-anthropic",
+        max_tokens=50,
+        messages=[
+            {"role": "system", "content": "lead"},
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "system", "content": "later"},
+            {"role": "user", "content": "c"},
+        ],
+    )
+    sent = fakes["anthropic"].last_request
+    assert sent.json["system"] == "lead" or sent.json["system"][0]["text"] == "lead"
+    assert {"role": "system", "content": "later"} in sent.json["messages"] or any(
+        m["role"] == "system" for m in sent.json["messages"]
+    )
+    assert "mid-conversation-system-2026-04-07" in sent.headers["anthropic-beta"]

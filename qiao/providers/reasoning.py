@@ -102,3 +102,27 @@ def _call_ids(tool_calls: Any) -> list[str]:
     if not isinstance(tool_calls, list):
         return []
     return [c["id"] for c in tool_calls if isinstance(c, dict) and isinstance(c.get("id"), str)]
+
+
+class EventReasoning:
+    """The same as :class:`StreamReasoning`, fed canonical stream events (translated streams)."""
+
+    __slots__ = ("_calls", "_memory", "_parts", "_size")
+
+    def __init__(self, memory: ReasoningMemory) -> None:
+        self._memory = memory
+        self._parts: dict[int, list[str]] = {}
+        self._calls: dict[int, list[str]] = {}
+        self._size = 0
+
+    def __call__(self, event: object) -> None:
+        from ..canonical import Finish, ReasoningDelta, ToolCallStart
+
+        if isinstance(event, ReasoningDelta) and event.text and self._size < _MAX_ONE:
+            self._parts.setdefault(event.index, []).append(event.text)
+            self._size += len(event.text)
+        elif isinstance(event, ToolCallStart):
+            self._calls.setdefault(event.index, []).append(event.id)
+        elif isinstance(event, Finish) and event.index in self._calls:
+            reasoning = "".join(self._parts.pop(event.index, []))
+            self._memory.remember(self._calls.pop(event.index), reasoning)

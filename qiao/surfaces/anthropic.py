@@ -69,8 +69,8 @@ class AnthropicSurface(Surface):
 
         def local(ex: Exchange) -> dict[str, Any] | None:
             route = self.engine.router.resolve(ex.model)[0]
-            if route.protocol == "anthropic":
-                return None  # ask the upstream
+            if route.protocol == "anthropic" and route.upstream.info.config.type == "anthropic":
+                return None  # ask the upstream (Bedrock and Vertex have no such endpoint)
             return {"input_tokens": estimate_tokens(ex.body)}
 
         return await self.run(request, build, answer_locally=local)
