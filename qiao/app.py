@@ -57,9 +57,13 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
         ]
     )
 
+    async def _start(app: web.Application) -> None:
+        await app[ENGINE].start()
+
     async def _close(app: web.Application) -> None:
         await app[ENGINE].close()
 
+    app.on_startup.append(_start)
     app.on_cleanup.append(_close)
     return app
 

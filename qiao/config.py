@@ -36,6 +36,7 @@ __all__ = [
     "MockSettings",
     "ProviderConfig",
     "ServerSettings",
+    "StorageSettings",
     "Target",
     "Timeouts",
     "from_env",
@@ -243,6 +244,25 @@ class ServerSettings(_Frozen):
         return v
 
 
+class StorageSettings(_Frozen):
+    """Where keys, teams, usage and the audit log live; Redis is optional (fleet-wide limits)."""
+
+    url: str = Field("sqlite:///qiao.db", description="sqlite:///PATH, postgresql://..., memory://")
+    redis_url: str | None = None
+    journal_dir: str = "qiao-journal"
+    sync_interval: float = Field(1.0, gt=0, le=60)
+    stale_after: float = Field(
+        300.0, gt=0, description="serve known keys this long with the DB down"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite:", "postgresql:", "postgres:", "memory:")):
+            raise ValueError("storage url must be sqlite:///PATH, postgresql://... or memory://")
+        return v
+
+
 class Config(_Frozen):
     listen: str = "127.0.0.1:8080"
     admin_key: SecretStr | None = None
@@ -250,6 +270,7 @@ class Config(_Frozen):
     models: dict[str, tuple[Target, ...]] = Field(default_factory=dict)
     keys: tuple[KeyConfig, ...] = ()
     server: ServerSettings = ServerSettings()
+    storage: StorageSettings = StorageSettings()
     source: str = Field("<memory>", exclude=True)
 
     @field_validator("models", mode="before")
@@ -455,4 +476,5 @@ def mock_demo(listen: str | None = None, key: str | None = None) -> Config:
         data["listen"] = listen
     if key:
         data["keys"] = [{"name": "demo", "key": key}]
+    data["storage"] = {"url": "memory://"}
     return Config.model_validate({**data, "source": "<demo>"})

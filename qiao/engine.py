@@ -8,28 +8,40 @@ byte has gone to the client (the surface relays from then on).
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .accounting import Accounting
 from .auth import KeyRing
 from .codecs.registry import codec_for
 from .config import Config
 from .egress.fetch import MediaFetcher
 from .errors import InvalidRequest, QiaoError, UpstreamError, UpstreamStatusError
 from .exchange import Exchange
+from .keysync import KeySync
 from .observability.accesslog import AccessLog, RequestRecord
 from .observability.redact import Redactor
 from .plan import Plan, plan
+from .pricing import PriceTable
 from .providers.cloud import authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
 from .providers.openai import ProviderInfo
 from .providers.reasoning import ReasoningMemory
 from .router import Route, Router, Upstream
+from .secrets import MasterKey, Vault
+from .storage import StorageUnavailable, Store, open_store
+from .storage.writer import UsageWriter
 from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
 
 __all__ = ["Engine", "Opened"]
+
+log = logging.getLogger("qiao.engine")
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -74,7 +86,6 @@ def _make_transport(info: ProviderInfo) -> Transport:
 class Engine:
     def __init__(self, config: Config, *, access_log: AccessLog | None = None) -> None:
         self.config = config
-        self.keys = KeyRing(config)
         self.health = Health()
         self.access_log = access_log or AccessLog(enabled=config.server.access_log)
         self._upstreams: dict[str, Upstream] = {}
@@ -94,12 +105,54 @@ class Engine:
         self.redact = Redactor(secrets)
         self.fetcher = MediaFetcher(config.server.media_fetch_allow)
         self.router = Router(config, self._upstreams)
+        self.store: Store = open_store(config.storage.url)
+        self.keys = KeyRing(config, stale_after=config.storage.stale_after)
+        self.keysync = KeySync(self.store, self.keys, interval=config.storage.sync_interval)
+        master = MasterKey.from_environ(os.environ)
+        self.vault = Vault(master) if master is not None else None
+        self._journal_tmp: str | None = None
+        journal = config.storage.journal_dir
+        if config.storage.url.startswith("memory:"):
+            journal = self._journal_tmp = tempfile.mkdtemp(prefix="qiao-journal-")
+        self.writer = UsageWriter(self.store, journal)
+        self.accounting = Accounting(self.writer, PriceTable.default())
+
+    async def start(self) -> None:
+        """Open the store (migrating it), load the keys, start the writers. A database that is
+        down at start-up does not stop the gateway: config keys work, store keys get 503."""
+        try:
+            await self.store.migrate()
+            await self.keysync.load()
+        except StorageUnavailable as exc:
+            log.warning("storage unavailable at start-up (%s); retrying in the background", exc)
+            self.keys.store_backed = True
+            self.keys.mark_synced(False)
+        self.keysync.start()
+        await self.writer.start()
+
+    def attempt_failed(self, rec: RequestRecord, attempt_id: str, status: int | None) -> None:
+        self.accounting.settle(rec, attempt_id, "error", status)
+
+    def finish(self, rec: RequestRecord) -> None:
+        """Settle the relayed attempt once the answer is done (or the client went away)."""
+        if rec.attempt_id is None:
+            return
+        status = "ok" if 200 <= rec.status < 300 and not rec.error else "error"
+        if rec.status == 499 or rec.error == "client_closed":
+            status = "interrupted"
+        self.accounting.settle(rec, rec.attempt_id, status, rec.status)  # type: ignore[arg-type]
+        rec.attempt_id = None
 
     @property
     def upstreams(self) -> Mapping[str, Upstream]:
         return self._upstreams
 
     async def close(self) -> None:
+        await self.keysync.stop()
+        await self.writer.close(timeout=10.0)
+        await self.store.close()
+        if self._journal_tmp:
+            shutil.rmtree(self._journal_tmp, ignore_errors=True)
         await self.fetcher.close()
         for up in self._upstreams.values():
             await up.transport.close()
@@ -126,14 +179,22 @@ class Engine:
                 last = err
                 continue
             rec.attempts += 1
+            attempt_id = self.accounting.pending(rec, rec.attempts)
             try:
-                return await self._attempt(the_plan, route, rec)
+                opened = await self._attempt(the_plan, route, rec)
             except UpstreamError as err:
+                self.attempt_failed(rec, attempt_id, err.status)
                 err.provider = err.provider or route.upstream.name
                 self.health.failed(route.upstream.name, err.message)
                 last = err
                 if not err.retryable:
                     raise
+                continue
+            except BaseException:  # cancelled (client gone) or a bug: the row still settles
+                self.attempt_failed(rec, attempt_id, 499)
+                raise
+            rec.attempt_id = attempt_id
+            return opened
         assert last is not None
         raise last
 

@@ -39,6 +39,10 @@ class LogSink:
 class Gateway:
     def __init__(self, config: Config | str, env: dict[str, str] | None = None) -> None:
         self.config = loads(config, env=env or {}) if isinstance(config, str) else config
+        if "storage" not in self.config.model_fields_set:
+            # Tests keep nothing on disk unless they ask for a store.
+            storage = self.config.storage.model_copy(update={"url": "memory://"})
+            self.config = self.config.model_copy(update={"storage": storage})
         self.log = LogSink()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

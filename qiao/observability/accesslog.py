@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 import orjson
@@ -33,6 +34,10 @@ class RequestRecord:
     usage: dict[str, Any] | None = None
     error: str | None = None
     attempts: int = 0
+    key_id: str | None = None  # the scope id of the caller's key (never the key)
+    team_id: str | None = None
+    attempt_id: str | None = None  # the attempt whose answer is being relayed
+    attempt_started_at: datetime | None = None
 
     def overhead_ms(self, now: float) -> float:
         return max(0.0, (now - self.started - self.upstream_s) * 1000)

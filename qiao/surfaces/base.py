@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..auth import Principal, credential_from
 from ..engine import Engine, require_object
-from ..errors import QiaoError, UpstreamStatusError
+from ..errors import PermissionDenied, QiaoError, UpstreamStatusError
 from ..exchange import Exchange
 from ..jsonutil import loads_strict
 from ..observability.accesslog import RequestRecord
@@ -99,11 +99,18 @@ class Surface:
             rec.error = "client_closed"
             raise
         finally:
+            self.engine.finish(rec)
             self.engine.access_log.write(rec, time.perf_counter())
 
     def authenticate(self, request: web.Request, rec: RequestRecord) -> Principal:
         principal = self.engine.keys.authenticate(credential_from(request.headers, request.query))
         rec.key = principal.name
+        rec.key_id = principal.scope_id
+        rec.team_id = principal.team_id
+        if not principal.allows_ip(request.remote):
+            raise PermissionDenied(
+                "This key may not be used from this address.", code="ip_not_allowed"
+            )
         return principal
 
     async def simple(

@@ -1,0 +1,285 @@
+"""Spend budgets and prepaid quotas: reserve a request's maximum cost, settle its real cost.
+
+A budget (:class:`~qiao.storage.models.Budget`) caps the spend of a scope (``key:ID``,
+``team:ID``) per UTC period — day, ISO week (from Monday), month, or ``total`` (never resets:
+a one-api-style prepaid quota). Its unit is USD, CNY or tokens; :class:`Charge` carries a
+request's cost in all three so each budget takes its own.
+
+Reservation is atomic per scope in the ledger (a Redis Lua script, or the store's
+``UPDATE … WHERE spend + ? <= limit``), so concurrent requests can never push a hard budget past
+its amount: the spend stays at most the amount plus how much settled costs exceed their
+reservations — zero when the reserved maximum is a true maximum. A request with several scopes
+reserves them in order and gives back what it took if a later scope refuses.
+
+Soft budgets never refuse; the first reservation that takes a period's spend to (or past)
+80 % and 100 % calls ``on_alert`` once (per process; the alert carries its period so a sink
+can drop duplicates). Alerts count reservations in flight, so they may fire slightly early.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from ..errors import ClientError
+from ..pricing import Money, convert, to_decimal
+from ..storage.models import Budget, Currency, Period, Team, VirtualKey
+
+__all__ = [
+    "EPOCH",
+    "BudgetAlert",
+    "BudgetExceeded",
+    "BudgetGuard",
+    "BudgetTicket",
+    "Charge",
+    "SpendLedger",
+    "budget_scopes",
+    "period_end",
+    "period_start",
+]
+
+log = logging.getLogger("qiao.budget")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the one period of a ``total`` budget
+_ZERO = Decimal(0)
+_NANO = Decimal("1e-9")  # the stores' resolution
+_ALERT_AT = ((80, Decimal("0.8")), (100, Decimal(1)))
+
+
+def period_start(period: Period, now: datetime) -> datetime:
+    """The UTC start of the period containing ``now`` (which must be timezone-aware)."""
+    if now.tzinfo is None:
+        raise ValueError("period_start needs a timezone-aware datetime")
+    if period == "total":
+        return EPOCH
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    raise ValueError(f"unknown budget period {period!r}")
+
+
+def period_end(period: Period, start: datetime) -> datetime | None:
+    """When the period that began at ``start`` ends (None: a ``total`` budget never resets)."""
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    if period == "month":
+        return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    if period == "total":
+        return None
+    raise ValueError(f"unknown budget period {period!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a request costs — or may cost at most — in each budget unit."""
+
+    usd: Decimal = _ZERO
+    cny: Decimal = _ZERO
+    tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("usd", "cny"):
+            value = getattr(self, name)
+            if not isinstance(value, Decimal):
+                raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
+            to_decimal(value, name)
+        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 0:
+            raise ValueError(f"tokens must be a non-negative int, got {self.tokens!r}")
+
+    @classmethod
+    def of(cls, money: Money, *, tokens: int, usd_cny: Decimal) -> Charge:
+        """``money`` in both currencies at ``usd_cny`` yuan per dollar, plus ``tokens``."""
+        return cls(
+            convert(money, "USD", usd_cny).amount,
+            convert(money, "CNY", usd_cny).amount,
+            tokens,
+        )
+
+    def amount(self, currency: Currency) -> Decimal:
+        if currency == "USD":
+            return self.usd
+        if currency == "CNY":
+            return self.cny
+        if currency == "tokens":
+            return Decimal(self.tokens)
+        raise ValueError(f"unknown budget currency {currency!r}")
+
+
+def budget_scopes(key: VirtualKey, team: Team | None) -> list[tuple[str, Budget]]:
+    """The budgets one request draws on: its key's and its team's."""
+    scopes: list[tuple[str, Budget]] = []
+    if key.budget is not None:
+        scopes.append((f"key:{key.id}", key.budget))
+    if team is not None and team.budget is not None:
+        scopes.append((f"team:{team.id}", team.budget))
+    return scopes
+
+
+class SpendLedger(Protocol):
+    """Atomic spend counters per (scope, period start). :class:`qiao.storage.base.Store`
+    satisfies it; :class:`~.redis_spend.RedisSpendLedger` is the Redis one."""
+
+    async def reserve_spend(
+        self, scope: str, period_start: datetime, amount: Decimal, limit: Decimal | None
+    ) -> bool: ...
+
+    async def adjust_spend(self, scope: str, period_start: datetime, delta: Decimal) -> None: ...
+
+    async def get_spend(self, scope: str, period_start: datetime) -> Decimal: ...
+
+
+class BudgetExceeded(ClientError):
+    """A hard budget refused the request (OpenAI's ``insufficient_quota``: 429)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, scope: str, budget: Budget, retry_after: float | None) -> None:
+        owner = scope.split(":", 1)[0]
+        when = "" if budget.period == "total" else f" for this {budget.period}"
+        super().__init__(
+            f"Budget exceeded: this {owner} has used its {budget.amount} {budget.currency}{when}.",
+            retry_after=retry_after,
+        )
+        self.scope = scope
+        self.budget = budget
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    scope: str
+    budget: Budget
+    period_start: datetime
+    percent: int  # 80 or 100
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    scope: str
+    currency: Currency
+    start: datetime
+    amount: Decimal
+
+
+@dataclass(slots=True, eq=False)
+class BudgetTicket:
+    holds: tuple[_Hold, ...]
+    settled: bool = False
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BudgetGuard:
+    def __init__(
+        self,
+        ledger: SpendLedger,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        on_alert: Callable[[BudgetAlert], None] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._clock = clock
+        self._on_alert = on_alert
+        self._alerted: dict[str, tuple[datetime, int]] = {}  # soft scope -> (period, percent)
+
+    async def reserve(self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge) -> BudgetTicket:
+        """Reserve ``max_cost`` in every scope or in none; raise :class:`BudgetExceeded` if a
+        hard budget cannot take it."""
+        now = self._clock()
+        holds: list[_Hold] = []
+        try:
+            for scope, budget in scopes:
+                to_decimal(budget.amount, "budget amount")
+                amount = max_cost.amount(budget.currency)
+                start = period_start(budget.period, now)
+                if budget.hard:
+                    if not await self._ledger.reserve_spend(scope, start, amount, budget.amount):
+                        raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
+                else:
+                    await self._reserve_soft(scope, budget, start, amount)
+                holds.append(_Hold(scope, budget.currency, start, amount))
+        except BaseException:
+            await self._release(holds)
+            raise
+        return BudgetTicket(tuple(holds))
+
+    async def settle(self, ticket: BudgetTicket, actual_cost: Charge) -> None:
+        """Replace each reservation by the real cost (a refund when it cost less); idempotent."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        for hold in ticket.holds:
+            delta = actual_cost.amount(hold.currency) - hold.amount
+            if delta:
+                await self._ledger.adjust_spend(hold.scope, hold.start, delta)
+
+    async def spent(self, scope: str, budget: Budget) -> Decimal:
+        """The scope's spend so far in the current period (reservations in flight included)."""
+        return await self._ledger.get_spend(scope, period_start(budget.period, self._clock()))
+
+    async def reset(self, scope: str, budget: Budget) -> None:
+        """Zero the current period's spend (an admin top-up of a prepaid quota, say)."""
+        start = period_start(budget.period, self._clock())
+        spent = await self._ledger.get_spend(scope, start)
+        if spent:
+            await self._ledger.adjust_spend(scope, start, -spent)
+        self._alerted.pop(scope, None)
+
+    async def _reserve_soft(
+        self, scope: str, budget: Budget, start: datetime, amount: Decimal
+    ) -> None:
+        """Reserve without a limit, but learn which alert thresholds this reservation crosses
+        from conditional reservations (one query while under 80 %)."""
+        for percent, share in _ALERT_AT:
+            if percent <= self._alerted_at(scope, start):
+                continue
+            below = max(_ZERO, budget.amount * share - _NANO)  # reaching the mark alerts
+            if await self._ledger.reserve_spend(scope, start, amount, below):
+                return
+            self._alert(BudgetAlert(scope, budget, start, percent))
+        await self._ledger.reserve_spend(scope, start, amount, None)
+
+    def _alerted_at(self, scope: str, start: datetime) -> int:
+        seen = self._alerted.get(scope)
+        return seen[1] if seen is not None and seen[0] == start else 0
+
+    def _alert(self, alert: BudgetAlert) -> None:
+        if alert.percent <= self._alerted_at(alert.scope, alert.period_start):
+            return  # a concurrent request got there first
+        self._alerted[alert.scope] = (alert.period_start, alert.percent)
+        log.warning(
+            "soft budget of %s at %d%% (%s %s per %s)",
+            alert.scope,
+            alert.percent,
+            alert.budget.amount,
+            alert.budget.currency,
+            alert.budget.period,
+        )
+        if self._on_alert is not None:
+            self._on_alert(alert)
+
+    async def _release(self, holds: list[_Hold]) -> None:
+        for hold in holds:
+            try:
+                await self._ledger.adjust_spend(hold.scope, hold.start, -hold.amount)
+            except Exception:  # the refusal matters more; the hold stays as spend
+                log.exception("could not release the budget reservation of %s", hold.scope)
+
+
+def _until_end(period: Period, start: datetime, now: datetime) -> float | None:
+    end = period_end(period, start)
+    return None if end is None else max(1.0, math.ceil((end - now).total_seconds()))

@@ -1,0 +1,385 @@
+"""The SQL backend of :class:`~qiao.storage.base.Store`: SQLite (default) and PostgreSQL.
+
+SQLAlchemy Core on asyncio (aiosqlite, asyncpg). This module owns the engines, transactions,
+timeouts and the one place where driver exceptions are translated (:meth:`SqlStore._guard`).
+
+SQLite runs in WAL mode with ``synchronous=NORMAL``. Every write goes through one connection
+behind an ``asyncio.Lock`` and starts with ``BEGIN IMMEDIATE``, so SQLite never sees two writers
+from this process and a second process waits (``busy_timeout``) instead of failing mid-way;
+reads use a small pool of ``query_only`` connections that never block the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import Connection, Table, delete, literal, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, RowMapping, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.sql.base import Executable
+
+from . import codec
+from .base import StorageUnavailable
+from .models import AuditEntry, ProviderSecret, Team, UsageRecord, VirtualKey
+from .runners import Op, Runner, postgres_runner, sqlite_runner
+from .schema import (
+    Money,
+    audit,
+    change_version,
+    changes,
+    provider_secrets,
+    spend,
+    teams,
+    usage,
+    virtual_keys,
+)
+
+__all__ = ["SqlStore"]
+
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATE_TIMEOUT = 120.0
+_PG_MIGRATE_LOCK = 0x51A0_0001  # pg_advisory_xact_lock key: one migrator at a time
+_OUTAGE_SQLSTATES = ("08", "53", "57")  # connection, resources, operator intervention/cancel
+_DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def engine_url(url: str) -> URL:
+    """``sqlite:///path`` / ``postgresql://…`` with our driver filled in (see runners)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    driver = _DRIVERS.get(scheme.lower())
+    if driver is None:
+        raise ValueError(f"unsupported database URL {scheme!r}: use sqlite:// or postgresql://")
+    parsed = make_url(driver + url[len(scheme) :])
+    if driver.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+        raise ValueError("an SQLite store needs a file path; use memory:// for a throwaway store")
+    return parsed
+
+
+class SqlStore:
+    """A :class:`~qiao.storage.base.Store` on SQLite or PostgreSQL.
+
+    ``read_timeout``/``write_timeout`` bound every call, waiting for a connection included;
+    past it, or when the database refuses the connection, the call raises StorageUnavailable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_timeout: float = 2.0,
+        write_timeout: float = 5.0,
+        pool_size: int = 5,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.url = engine_url(url)
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._clock = clock
+        self._pg = self.url.get_backend_name() == "postgresql"
+        self._runner: Runner
+        if self._pg:
+            self._runner = postgres_runner(self.url, pool_size, read_timeout)
+        else:
+            self._runner = sqlite_runner(self.url, pool_size, read_timeout, write_timeout)
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url.render_as_string(hide_password=True)!r})"
+
+    # --- plumbing
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, seconds: float) -> AsyncIterator[None]:
+        """The one place where foreign exceptions become ours."""
+        try:
+            async with asyncio.timeout(seconds):
+                yield
+        except (TimeoutError, PoolTimeout) as exc:
+            raise StorageUnavailable(f"database did not answer within {seconds:g} s") from exc
+        except IntegrityError as exc:
+            raise ValueError(f"constraint violated: {exc.orig}") from exc
+        except (OSError, DBAPIError) as exc:
+            if isinstance(exc, DBAPIError) and not _unavailable(exc):
+                raise  # a bug in a statement, not an outage
+            raise StorageUnavailable(f"database unavailable: {exc}") from exc
+
+    async def _read(self, op: Op[T]) -> T:
+        async with self._guard(self._read_timeout):
+            return await self._runner.read(op, self._read_timeout)
+
+    async def _write(self, op: Op[T], seconds: float | None = None) -> T:
+        """Run ``op`` in one transaction (on SQLite: the one writer connection)."""
+        seconds = seconds or self._write_timeout
+        async with self._guard(seconds):
+            return await self._runner.write(op, seconds)
+
+    def _upsert(
+        self, table: Table, row: codec.Row, keys: Sequence[str], keep: Sequence[str] = ()
+    ) -> Executable:
+        """INSERT ``row``, or on a key conflict update every column but ``keys`` and ``keep``."""
+        stmt = (postgresql.insert if self._pg else sqlite.insert)(table).values(row)
+        changed = {c: stmt.excluded[c] for c in row if c not in keys and c not in keep}
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=changed)
+
+    def _bump(self, conn: Connection, kind: str, entity_id: str) -> None:
+        """Record a key/team change under the next version. The counter row stays locked until
+        commit, so versions commit in order and a reader never skips one."""
+        conn.execute(update(change_version).values(version=change_version.c.version + 1))
+        version = conn.execute(select(change_version.c.version)).scalar_one()
+        row: codec.Row = {"kind": kind, "entity_id": entity_id, "version": version}
+        conn.execute(self._upsert(changes, row, ("kind", "entity_id")))
+
+    # --- lifecycle
+
+    async def migrate(self) -> None:
+        def op(conn: Connection) -> None:
+            if self._pg:
+                conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATE_LOCK})"))
+            _upgrade_head(conn)
+
+        await self._write(op, max(MIGRATE_TIMEOUT, self._write_timeout))
+
+    async def close(self) -> None:
+        await self._runner.close()
+
+    async def ping(self) -> None:
+        def op(conn: Connection) -> None:
+            conn.execute(select(literal(1)))
+
+        await self._read(op)
+
+    # --- teams
+
+    async def put_team(self, team: Team) -> None:
+        row = codec.team_row(team, self._clock())
+        keep = ("created_at",) if team.created_at is None else ()
+
+        def op(conn: Connection) -> None:
+            conn.execute(self._upsert(teams, row, ("id",), keep))
+            self._bump(conn, "team", team.id)
+
+        await self._write(op)
+
+    async def get_team(self, team_id: str) -> Team | None:
+        row = await self._one(select(teams).where(teams.c.id == team_id))
+        return None if row is None else codec.team_from_row(row)
+
+    async def list_teams(self) -> list[Team]:
+        rows = await self._all(select(teams).order_by(teams.c.created_at, teams.c.id))
+        return [codec.team_from_row(r) for r in rows]
+
+    async def delete_team(self, team_id: str) -> bool:
+        def op(conn: Connection) -> bool:
+            result = conn.execute(delete(teams).where(teams.c.id == team_id))
+            if result.rowcount:
+                self._bump(conn, "team", team_id)
+            return bool(result.rowcount)
+
+        return await self._write(op)
+
+    # --- virtual keys
+
+    async def put_key(self, key: VirtualKey) -> None:
+        row = codec.key_row(key, self._clock())
+        keep = ("created_at",) if key.created_at is None else ()
+
+        def op(conn: Connection) -> None:
+            conn.execute(self._upsert(virtual_keys, row, ("id",), keep))
+            self._bump(conn, "key", key.id)
+
+        await self._write(op)
+
+    async def get_key(self, key_id: str) -> VirtualKey | None:
+        row = await self._one(select(virtual_keys).where(virtual_keys.c.id == key_id))
+        return None if row is None else codec.key_from_row(row)
+
+    async def get_key_by_hash(self, key_hash: bytes) -> VirtualKey | None:
+        row = await self._one(select(virtual_keys).where(virtual_keys.c.key_hash == key_hash))
+        return None if row is None else codec.key_from_row(row)
+
+    async def list_keys(self, team_id: str | None = None) -> list[VirtualKey]:
+        stmt = select(virtual_keys).order_by(virtual_keys.c.created_at, virtual_keys.c.id)
+        if team_id is not None:
+            stmt = stmt.where(virtual_keys.c.team_id == team_id)
+        return [codec.key_from_row(r) for r in await self._all(stmt)]
+
+    async def changes_since(self, version: int) -> tuple[int, list[str]]:
+        def op(conn: Connection) -> tuple[int, list[str]]:
+            # Counter first: a write landing in between is reported twice, never missed.
+            current = (conn.execute(select(change_version.c.version))).scalar_one()
+            since = version if version <= current else 0  # a newer version: another database
+            stmt = select(changes.c.entity_id).where(changes.c.version > since).distinct()
+            ids = (conn.execute(stmt)).scalars().all()
+            return int(current), sorted(ids)
+
+        return await self._read(op)
+
+    # --- provider secrets
+
+    async def put_secret(self, secret: ProviderSecret) -> None:
+        row = codec.secret_row(secret, self._clock())
+
+        def op(conn: Connection) -> None:
+            conn.execute(self._upsert(provider_secrets, row, ("name",)))
+
+        await self._write(op)
+
+    async def get_secret(self, name: str) -> ProviderSecret | None:
+        row = await self._one(select(provider_secrets).where(provider_secrets.c.name == name))
+        return None if row is None else codec.secret_from_row(row)
+
+    async def list_secrets(self) -> list[ProviderSecret]:
+        rows = await self._all(select(provider_secrets).order_by(provider_secrets.c.name))
+        return [codec.secret_from_row(r) for r in rows]
+
+    async def delete_secret(self, name: str) -> bool:
+        def op(conn: Connection) -> bool:
+            stmt = delete(provider_secrets).where(provider_secrets.c.name == name)
+            return bool((conn.execute(stmt)).rowcount)
+
+        return await self._write(op)
+
+    # --- usage
+
+    async def write_usage(self, records: list[UsageRecord]) -> None:
+        latest: dict[str, UsageRecord] = {}
+        for record in records:  # fold duplicates in the batch by the same rule as the table
+            seen = latest.get(record.attempt_id)
+            if seen is None or codec.settles(seen.status, record.status):
+                latest[record.attempt_id] = record
+        if not latest:
+            return
+        rows = [codec.usage_row(r) for r in latest.values()]
+        stmt = (postgresql.insert if self._pg else sqlite.insert)(usage)
+        columns = [c for c in rows[0] if c != "attempt_id"]
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["attempt_id"],
+            set_={c: stmt.excluded[c] for c in columns},
+            where=or_(usage.c.status == "pending", stmt.excluded.status != "pending"),
+        )
+
+        def op(conn: Connection) -> None:
+            conn.execute(upsert, rows)
+
+        await self._write(op)
+
+    async def list_usage(
+        self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000
+    ) -> list[UsageRecord]:
+        stmt = select(usage)
+        if key_id is not None:
+            stmt = stmt.where(usage.c.key_id == key_id)
+        if since is not None:
+            stmt = stmt.where(usage.c.started_at >= since)
+        undated_last = usage.c.started_at.is_(None)  # portable NULLS LAST
+        stmt = stmt.order_by(undated_last, usage.c.started_at.desc(), usage.c.attempt_id.desc())
+        return [codec.usage_from_row(r) for r in await self._all(stmt.limit(limit))]
+
+    # --- spend
+
+    async def reserve_spend(
+        self, scope: str, period_start: datetime, amount: Decimal, limit: Decimal | None
+    ) -> bool:
+        if limit is None:
+            await self.adjust_spend(scope, period_start, amount)
+            return True
+        where = (spend.c.scope == scope, spend.c.period_start == period_start)
+        added = spend.c.amount + literal(amount, Money())
+        # The one statement that decides: the database re-checks the WHERE under the row lock.
+        reserve = update(spend).where(*where, added <= literal(limit, Money())).values(amount=added)
+        row: codec.Row = {"scope": scope, "period_start": period_start, "amount": Decimal(0)}
+        create = (postgresql.insert if self._pg else sqlite.insert)(spend).values(row)
+
+        def op(conn: Connection) -> bool:
+            if (conn.execute(reserve)).rowcount:
+                return True
+            conn.execute(create.on_conflict_do_nothing())  # first use of the period
+            return bool((conn.execute(reserve)).rowcount)
+
+        return await self._write(op)
+
+    async def adjust_spend(self, scope: str, period_start: datetime, delta: Decimal) -> None:
+        row: codec.Row = {"scope": scope, "period_start": period_start, "amount": delta}
+        stmt = (postgresql.insert if self._pg else sqlite.insert)(spend).values(row)
+        add = stmt.on_conflict_do_update(
+            index_elements=["scope", "period_start"],
+            set_={"amount": spend.c.amount + stmt.excluded.amount},
+        )
+
+        def op(conn: Connection) -> None:
+            conn.execute(add)
+
+        await self._write(op)
+
+    async def get_spend(self, scope: str, period_start: datetime) -> Decimal:
+        where = (spend.c.scope == scope, spend.c.period_start == period_start)
+        row = await self._one(select(spend.c.amount).where(*where))
+        return codec.money(row["amount"] if row is not None else 0)
+
+    # --- audit
+
+    async def audit(self, entry: AuditEntry) -> None:
+        row = codec.audit_row(entry, self._clock())
+
+        def op(conn: Connection) -> None:
+            conn.execute(audit.insert().values(row))
+
+        await self._write(op)
+
+    async def list_audit(self, limit: int = 100) -> list[AuditEntry]:
+        rows = await self._all(select(audit).order_by(audit.c.id.desc()).limit(limit))
+        return [codec.audit_from_row(r) for r in rows]
+
+    # --- reads
+
+    async def _one(self, stmt: Executable) -> RowMapping | None:
+        def op(conn: Connection) -> RowMapping | None:
+            return (conn.execute(stmt)).mappings().first()
+
+        return await self._read(op)
+
+    async def _all(self, stmt: Executable) -> Sequence[RowMapping]:
+        def op(conn: Connection) -> Sequence[RowMapping]:
+            return (conn.execute(stmt)).mappings().all()
+
+        return await self._read(op)
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    """An outage (lost/refused connection, locked, shutting down, out of resources, cancelled
+    by a timeout) rather than a mistake in a statement."""
+    if isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated:
+        return True
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return sqlstate.startswith(_OUTAGE_SQLSTATES)
+
+
+def _upgrade_head(conn: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    config.attributes["connection"] = conn
+    command.upgrade(config, "head")
