@@ -15,7 +15,10 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .accounting import Accounting
 from .auth import KeyRing
@@ -28,6 +31,11 @@ from .keysync import KeySync
 from .observability.accesslog import AccessLog, RequestRecord
 from .observability.redact import Redactor
 from .plan import Plan, plan
+from .policies.budget import BudgetGuard, SpendLedger
+from .policies.gate import Gate
+from .policies.limits import FailoverLimiter, Limiter, LocalLimiter
+from .policies.redis_limits import RedisLimiter
+from .policies.redis_spend import RedisSpendLedger
 from .pricing import PriceTable
 from .providers.cloud import authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
@@ -42,6 +50,8 @@ from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
 __all__ = ["Engine", "Opened"]
 
 log = logging.getLogger("qiao.engine")
+
+USD_CNY = Decimal("7.2")  # yuan per dollar for cross-currency budgets (config: later)
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -115,7 +125,20 @@ class Engine:
         if config.storage.url.startswith("memory:"):
             journal = self._journal_tmp = tempfile.mkdtemp(prefix="qiao-journal-")
         self.writer = UsageWriter(self.store, journal)
-        self.accounting = Accounting(self.writer, PriceTable.default())
+        prices = PriceTable.default()
+        self.accounting = Accounting(self.writer, prices)
+        self.redis: Redis | None = None
+        ledger: SpendLedger = self.store
+        limiter: Limiter = LocalLimiter()
+        if config.storage.redis_url:
+            self.redis = Redis(
+                connection_pool=BlockingConnectionPool.from_url(
+                    config.storage.redis_url, max_connections=256, timeout=0.05
+                )
+            )
+            limiter = FailoverLimiter(RedisLimiter(self.redis), LocalLimiter())
+            ledger = RedisSpendLedger(self.redis)
+        self.gate = Gate(limiter, BudgetGuard(ledger), prices, USD_CNY)
 
     async def start(self) -> None:
         """Open the store (migrating it), load the keys, start the writers. A database that is
@@ -148,6 +171,12 @@ class Engine:
         return self._upstreams
 
     async def close(self) -> None:
+        await self.gate.close()
+        closer = getattr(self.gate.limiter, "close", None)
+        if closer is not None:
+            await closer()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.keysync.stop()
         await self.writer.close(timeout=10.0)
         await self.store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -34,6 +35,25 @@ class LogSink:
     @property
     def text(self) -> str:
         return "".join(self.lines)
+
+    def last(self, quiet: float = 0.05, timeout: float = 3.0) -> dict[str, Any]:
+        """The last record once no new line arrived for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while time.monotonic() < deadline:
+            if len(self.lines) == seen and seen > 0:
+                break
+            seen = len(self.lines)
+            time.sleep(quiet)
+        return self.records[-1]
+
+    def wait_for(self, count: int, timeout: float = 3.0) -> list[dict[str, Any]]:
+        """The records once there are at least ``count`` (a client may finish reading before
+        the gateway writes its log line)."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.records
 
 
 class Gateway:

@@ -131,7 +131,7 @@ def test_bedrock_from_anthropic_client(gw: Gateway, bedrock: Loopback, stream: b
     else:
         msg = an(gw).messages.create(**kw)
     assert msg.content[0].text == "hello from the cloud"
-    assert gw.log.records[-1]["usage"]["output_tokens"] == 4
+    assert gw.log.last()["usage"]["output_tokens"] == 4
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -318,7 +318,7 @@ def test_text(gw: Gateway, fakes: dict[str, Any], client: str, upstream: str, st
     body = json.dumps(sent.json)
     assert "be brief" in body  # the system prompt reached the upstream
     assert CLIENT_KEY not in str(dict(sent.headers))
-    record = gw.log.records[-1]
+    record = gw.log.last()
     assert record["status"] == 200 and record["usage"]["output_tokens"] > 0
 
 
@@ -364,9 +364,10 @@ def test_error_upstream_5xx_is_502(
 @pairs
 def test_error_mid_stream(gw: Gateway, fakes: dict[str, Any], client: str, upstream: str) -> None:
     fakes[upstream].set_fault(UPSTREAM_MODEL[upstream], Fault("mid_stream_error", after_chunks=2))
+    before = len(gw.log.lines)
     got = make(client, gw).error(f"up-{upstream}", True)
     assert got != 200
-    assert gw.log.records[-1]["error"] == "upstream_stream_error"
+    assert gw.log.wait_for(before + 1)[-1]["error"] == "upstream_stream_error"
 
 
 def test_mid_conversation_system_message_gets_its_beta(gw: Gateway, fakes: dict[str, Any]) -> None:

@@ -59,6 +59,7 @@ def test_stream_without_usage_request_gets_no_usage(mock_gateway: Gateway) -> No
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text.endswith("You said: a b c")
     # ...while Qiao still recorded the usage it asked upstream for.
+    mock_gateway.log.last()
     rec = [r for r in mock_gateway.log.records if r["stream"] and r["path"].endswith("completions")]
     assert rec[-1]["usage"]["output_tokens"] == 10
 
@@ -117,4 +118,4 @@ def test_admin_key_reaches_every_model(mock_gateway: Gateway) -> None:
         model="qiao-mock", messages=[{"role": "user", "content": "x"}]
     )
     assert r.choices[0].message.content
-    assert mock_gateway.log.records[-1]["key"] == "admin"
+    assert mock_gateway.log.last()["key"] == "admin"

@@ -189,7 +189,7 @@ def test_stream_without_usage_strips_it_but_logs_it(gw: Gateway, fake: FakeOpenA
     assert fake.last_request.json["stream_options"] == {"include_usage": True}
     assert all(c.choices and c.usage is None for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "echo: Paris"
-    record = gw.log.records[-1]
+    record = gw.log.last()
     assert record["usage"]["input_tokens"] == 1 and record["status"] == 200
     assert "ttfb_ms" in record
 
@@ -245,7 +245,7 @@ def test_responses_stream_and_not(gw: Gateway, fake: FakeOpenAI) -> None:
     ) as s:
         final = s.get_final_response()
     assert any(o.type == "function_call" for o in final.output)
-    assert gw.log.records[-1]["usage"]["output_tokens"] > 0
+    assert gw.log.last()["usage"]["output_tokens"] > 0
 
 
 def test_pattern_alias_and_provider_prefix(gw: Gateway, fake: FakeOpenAI) -> None:
@@ -320,7 +320,7 @@ def test_connect_failure_is_502(gw: Gateway) -> None:
 def test_fallback_to_next_target(gw: Gateway, fake: FakeOpenAI) -> None:
     r = client(gw).chat.completions.create(model="fallback", messages=MSG)
     assert r.choices[0].message.content == "echo: Paris"
-    assert gw.log.records[-1]["attempts"] == 2
+    assert gw.log.last()["attempts"] == 2
     fake.set_fault("flaky-a", Fault("status", status=503))
     r = client(gw).chat.completions.create(model="flaky", messages=MSG)
     assert r.choices[0].message.content == "echo: Paris"
@@ -351,9 +351,10 @@ def test_broken_streams_end_with_an_error_event(
 
 def test_mid_stream_upstream_error_is_relayed(gw: Gateway, fake: FakeOpenAI) -> None:
     fake.set_fault("gpt-4o-mini", Fault("mid_stream_error", after_chunks=1))
+    before = len(gw.log.lines)
     with pytest.raises(openai.APIError):
         list(client(gw).chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True))
-    assert gw.log.records[-1]["error"] == "upstream_stream_error"
+    assert gw.log.wait_for(before + 1)[-1]["error"] == "upstream_stream_error"
 
 
 def test_total_timeout_ends_a_slow_stream(gw: Gateway, fake: FakeOpenAI) -> None:

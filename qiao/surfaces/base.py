@@ -7,6 +7,7 @@ A surface subclass knows its wire format: how to turn an HTTP request into an
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,8 @@ from ..errors import PermissionDenied, QiaoError, UpstreamStatusError
 from ..exchange import Exchange
 from ..jsonutil import loads_strict
 from ..observability.accesslog import RequestRecord
+from ..policies.gate import Pass
+from ..policies.limits import RateLimited
 from ..providers.presets import Protocol
 from ..relay import relay_body, relay_stream
 from .http import new_request_id, qiao_headers, read_body
@@ -47,8 +50,10 @@ class Surface:
         rec.error = err.code or err.type
         overhead = time.perf_counter() - rec.started - rec.upstream_s
         headers = qiao_headers(rec.request_id, err.provider, overhead)
-        if err.retry_after is not None:
-            headers["Retry-After"] = str(max(1, round(err.retry_after)))
+        if isinstance(err, RateLimited):
+            headers.update(err.headers())
+        elif err.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
         elif err.status == 503:
             headers["Retry-After"] = "1"
         status, body = self.error_payload(err)
@@ -76,6 +81,7 @@ class Surface:
     ) -> web.StreamResponse:
         """Authenticate, read the body, build the exchange, open upstream, relay."""
         rec = self.record(request)
+        admitted: Pass | None = None
         try:
             principal = self.authenticate(request, rec)
             raw = await read_body(request, self._max_body, self._body_timeout)
@@ -88,6 +94,10 @@ class Surface:
                 if local is not None:
                     rec.status = 200
                     return self.json(local, rec)
+            routes = self.engine.router.resolve(ex.model)
+            admitted = await self.engine.gate.admit(
+                principal, ex.model, routes[0].model, len(raw), ex.body
+            )
             opened = await self.engine.open(ex, rec)
             if ex.stream:
                 return await relay_stream(request, ex, opened, rec)
@@ -100,6 +110,8 @@ class Surface:
             raise
         finally:
             self.engine.finish(rec)
+            if admitted is not None:
+                self.engine.gate.release(admitted, rec)
             self.engine.access_log.write(rec, time.perf_counter())
 
     def authenticate(self, request: web.Request, rec: RequestRecord) -> Principal:

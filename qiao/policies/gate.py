@@ -1,0 +1,145 @@
+"""The gate every request passes before it goes upstream: rate limits, then budgets.
+
+Keys with neither limits nor budgets pass at the cost of two attribute checks. Otherwise the
+request reserves an estimate (tokens from the body size plus the asked-for output, the most it
+may cost) in every scope atomically, and settles the real figures when the answer is done —
+including when the client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from typing import Any
+
+from ..accounting import usage_of
+from ..auth import Principal
+from ..observability.accesslog import RequestRecord
+from ..pricing import PriceTable
+from ..storage.models import Budget, Limits
+from .budget import BudgetGuard, BudgetTicket, Charge
+from .limits import Limiter, Scope, Ticket
+
+__all__ = ["Gate", "Pass"]
+
+log = logging.getLogger("qiao.gate")
+
+DEFAULT_MAX_OUTPUT = 4096
+_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+@dataclass(slots=True)
+class Pass:
+    ticket: Ticket | None
+    budget: BudgetTicket | None
+    model: str
+
+
+def _limited(limits: Limits) -> bool:
+    return limits.rpm is not None or limits.tpm is not None or limits.concurrency is not None
+
+
+def limit_scopes(p: Principal, model: str) -> list[Scope]:
+    scopes: list[Scope] = []
+    if _limited(p.limits):
+        scopes.append((f"key:{p.scope_id}", p.limits))
+    if p.team_id and _limited(p.team_limits):
+        scopes.append((f"team:{p.team_id}", p.team_limits))
+    for pattern, limits in p.model_limits.items():
+        if _limited(limits) and fnmatchcase(model, pattern):
+            scopes.append((f"keymodel:{p.scope_id}:{pattern}", limits))
+    return scopes
+
+
+def budget_scopes(p: Principal) -> list[tuple[str, Budget]]:
+    scopes: list[tuple[str, Budget]] = []
+    if p.budget is not None:
+        scopes.append((f"key:{p.scope_id}", p.budget))
+    if p.team_id and p.team_budget is not None:
+        scopes.append((f"team:{p.team_id}", p.team_budget))
+    return scopes
+
+
+def max_output(body: dict[str, Any]) -> int:
+    for name in _OUTPUT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    config = body.get("generationConfig") or body.get("generation_config")
+    if isinstance(config, dict):
+        value = config.get("maxOutputTokens") or config.get("max_output_tokens")
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_MAX_OUTPUT
+
+
+class Gate:
+    def __init__(
+        self, limiter: Limiter, budgets: BudgetGuard, prices: PriceTable, usd_cny: Decimal
+    ) -> None:
+        self.limiter = limiter
+        self._budgets = budgets
+        self._prices = prices
+        self._usd_cny = usd_cny
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def _money(self, model: str, input_tokens: int, output_tokens: int, tokens: int) -> Charge:
+        if self._prices.get(model) is None:
+            return Charge(tokens=tokens)  # unpriced model: token budgets still apply
+        money = self._prices.max_cost(model, input_tokens, output_tokens)
+        return Charge.of(money, tokens=tokens, usd_cny=self._usd_cny)
+
+    async def admit(
+        self, p: Principal, model: str, upstream_model: str, raw_len: int, body: dict[str, Any]
+    ) -> Pass | None:
+        scopes = limit_scopes(p, model)
+        budgets = budget_scopes(p)
+        if not scopes and not budgets:
+            return None
+        input_estimate = raw_len // 4 + 1
+        output = max_output(body)
+        ticket = (
+            await self.limiter.acquire(scopes, tokens=input_estimate + output) if scopes else None
+        )
+        held: BudgetTicket | None = None
+        if budgets:
+            charge = self._money(upstream_model, input_estimate, output, input_estimate + output)
+            try:
+                held = await self._budgets.reserve(budgets, charge)
+            except BaseException:
+                if ticket is not None:
+                    await self.limiter.settle(ticket, actual_tokens=0)
+                raise
+        return Pass(ticket, held, upstream_model)
+
+    def release(self, admitted: Pass, rec: RequestRecord) -> None:
+        """Settle with the real usage; runs as its own task so a cancelled handler still does."""
+        task = asyncio.get_running_loop().create_task(self._release(admitted, rec))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _release(self, admitted: Pass, rec: RequestRecord) -> None:
+        usage = usage_of(rec)
+        tokens = usage.input_tokens + usage.output_tokens
+        try:
+            if admitted.ticket is not None:
+                await self.limiter.settle(admitted.ticket, actual_tokens=tokens)
+            if admitted.budget is not None:
+                model = rec.upstream_model or admitted.model
+                if self._prices.get(model) is None:
+                    charge = Charge(tokens=tokens)
+                else:
+                    money = self._prices.cost(model, usage)
+                    charge = Charge.of(money, tokens=tokens, usd_cny=self._usd_cny)
+                await self._budgets.settle(admitted.budget, charge)
+        except (
+            Exception
+        ) as exc:  # a settle that fails leaves a reservation to expire, never a crash
+            log.warning("settling limits/budget failed: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
