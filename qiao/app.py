@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from . import __version__
+from .admin.api import AdminAPI
 from .config import Config
 from .engine import Engine
 from .errors import NotFound
@@ -24,6 +25,7 @@ from .surfaces.openai import OpenAISurface, error_body
 __all__ = ["build_app", "run_server", "start_server"]
 
 ENGINE = web.AppKey("engine", Engine)
+ADMIN = web.AppKey("admin", AdminAPI)
 _JSON = "application/json"
 
 
@@ -40,6 +42,9 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     app.add_routes(openai.azure_routes())
     app.add_routes(anthropic.routes())
     app.add_routes(gemini.routes())
+    admin = AdminAPI(engine.store, engine.keys, engine.vault)
+    app[ADMIN] = admin
+    app.add_routes(admin.routes())
     if config.server.cors_origins:
         cors = _Cors(config.server.cors_origins)
         app.on_response_prepare.append(cors.on_prepare)
@@ -58,7 +63,17 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     )
 
     async def _start(app: web.Application) -> None:
-        await app[ENGINE].start()
+        engine = app[ENGINE]
+        await engine.start()
+        if config.admin_key is None and not await engine.has_store_admin():
+            token = app[ADMIN].enable_bootstrap()
+            # No default password: a one-time token, shown once, creates the first admin key.
+            print(
+                "qiao: no admin credential yet; create the first admin key (once) with\n"
+                f"  curl -X POST http://{config.listen}/admin/bootstrap "
+                f"-H 'Authorization: Bearer {token}'",
+                file=sys.stderr,
+            )
 
     async def _close(app: web.Application) -> None:
         await app[ENGINE].close()

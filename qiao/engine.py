@@ -153,6 +153,14 @@ class Engine:
         self.keysync.start()
         await self.writer.start()
 
+    async def has_store_admin(self) -> bool:
+        try:
+            return any(
+                k.role == "admin" and k.revoked_at is None for k in await self.store.list_keys()
+            )
+        except StorageUnavailable:
+            return True  # cannot tell: do not offer a bootstrap token
+
     def attempt_failed(self, rec: RequestRecord, attempt_id: str, status: int | None) -> None:
         self.accounting.settle(rec, attempt_id, "error", status)
 

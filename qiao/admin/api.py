@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..auth import KeyRing, Principal, credential_from, digest
+from ..auth import KeyRing, Principal, credential_from, digest, principal_for
 from ..errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -137,6 +137,12 @@ class AdminAPI:
     ) -> Handler:
         return self._wrap(handler, write=True)
 
+    async def _learn(self, key: VirtualKey, old_hash: bytes | None = None) -> None:
+        """This node knows a change at once; the others pick it up from the store's change feed."""
+        team = await self._store.get_team(key.team_id) if key.team_id else None
+        live = principal_for(key, team) if key.revoked_at is None else None
+        self._ring.upsert(live, [old_hash] if old_hash else [])
+
     async def _audit(self, who: Principal, action: str, target: str, **detail: Any) -> None:
         await self._store.audit(
             AuditEntry(actor=who.name, action=action, target=target, detail=detail, at=_now())
@@ -158,6 +164,7 @@ class AdminAPI:
         key = self._new_key(body, secret)
         key.role = "admin"
         await self._store.put_key(key)
+        await self._learn(key)
         await self._store.audit(
             AuditEntry("bootstrap", "key.create", key.id, {"role": "admin"}, _now())
         )
@@ -201,6 +208,7 @@ class AdminAPI:
         secret = new_secret()
         key = self._new_key(body, secret)
         await self._store.put_key(key)
+        await self._learn(key)
         await self._audit(who, "key.create", key.id, name=key.name, role=key.role)
         return _json({**key_out(key), "key": secret}, 201)
 
@@ -229,6 +237,7 @@ class AdminAPI:
             changes["budget"] = patch.budget.to_budget() if patch.budget else None
         updated = replace(key, **changes, updated_at=_now())
         await self._store.put_key(updated)
+        await self._learn(updated, key.key_hash)
         await self._audit(who, "key.update", key.id, fields=sorted(changes))
         return _json(key_out(updated))
 
@@ -247,7 +256,7 @@ class AdminAPI:
         secret = new_secret()
         updated = replace(key, key_hash=digest(secret), hint=hint(secret), updated_at=_now())
         await self._store.put_key(updated)
-        self._ring.upsert(None, [key.key_hash])
+        await self._learn(updated, key.key_hash)
         await self._audit(who, "key.rotate", key.id)
         return _json({**key_out(updated), "key": secret})
 

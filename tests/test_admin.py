@@ -1,0 +1,248 @@
+"""Virtual keys, teams, limits and budgets through the admin API, used by the official SDK."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from conftest import ADMIN_KEY
+from gateway import Gateway
+
+
+def config(db: Path, journal: str = "journal") -> str:
+    return f"""
+admin_key: {ADMIN_KEY}
+providers: {{mock: {{type: mock}}}}
+models: {{qiao-mock: [{{provider: mock}}], other: [{{provider: mock}}]}}
+storage: {{url: "sqlite:///{db}", journal_dir: "{db.parent / journal}", sync_interval: 0.2}}
+"""
+
+
+def call(
+    gw: Gateway, method: str, path: str, body: Any = None, key: str = ADMIN_KEY
+) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        gw.url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def sdk(gw: Gateway, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+
+
+def chat(gw: Gateway, key: str, model: str = "qiao-mock") -> str:
+    r = sdk(gw, key).chat.completions.create(
+        model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    return r.choices[0].message.content or ""
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[Gateway]:
+    with Gateway(config(tmp_path / "qiao.db")) as g:
+        yield g
+
+
+def test_key_lifecycle(gw: Gateway) -> None:
+    status, team = call(gw, "POST", "/admin/teams", {"name": "search"})
+    assert status == 201
+    status, created = call(
+        gw, "POST", "/admin/keys", {"name": "alice", "team_id": team["id"], "models": ["qiao-*"]}
+    )
+    assert status == 201 and created["key"].startswith("sk-qiao-")
+    secret = created["key"]
+    assert created["hint"].endswith(secret[-4:]) and secret not in json.dumps(created["hint"])
+    _, listed = call(gw, "GET", "/admin/keys")
+    assert all("key" not in k and "key_hash" not in k for k in listed["data"])
+    assert secret not in json.dumps(listed)
+    assert chat(gw, secret).startswith("Hello")
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(gw, secret, "other")  # outside the key's models
+    assert gw.log.last()["key"] == "alice"
+    status, rotated = call(gw, "POST", f"/admin/keys/{created['id']}/rotate")
+    assert status == 200
+    with pytest.raises(openai.AuthenticationError):
+        chat(gw, secret)
+    assert chat(gw, rotated["key"])
+    call(gw, "POST", f"/admin/keys/{created['id']}/revoke")
+    with pytest.raises(openai.AuthenticationError):
+        chat(gw, rotated["key"])
+    _, audit = call(gw, "GET", "/admin/audit")
+    actions = [e["action"] for e in audit["data"]]
+    assert {"team.create", "key.create", "key.rotate", "key.revoke"} <= set(actions)
+    assert all(e["actor"] == "admin" for e in audit["data"])
+
+
+def test_roles_and_bad_input(gw: Gateway) -> None:
+    _, viewer = call(gw, "POST", "/admin/keys", {"name": "v", "role": "viewer"})
+    _, user = call(gw, "POST", "/admin/keys", {"name": "u"})
+    assert call(gw, "GET", "/admin/keys", key=viewer["key"])[0] == 200
+    assert call(gw, "POST", "/admin/keys", {"name": "x"}, key=viewer["key"])[0] == 403
+    assert call(gw, "GET", "/admin/keys", key=user["key"])[0] == 403
+    assert call(gw, "GET", "/admin/keys", key="sk-nobody-000000")[0] == 401
+    status, err = call(gw, "POST", "/admin/keys", {"name": "x", "cidrs": ["not-a-net"]})
+    assert status == 400 and "cidrs" in err["error"]["message"]
+    assert call(gw, "POST", "/admin/keys", {"name": "x", "colour": "red"})[0] == 400
+    assert call(gw, "GET", "/admin/keys/key_missing")[0] == 404
+    status, doc = call(gw, "GET", "/admin/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.") and "/admin/keys" in doc["paths"]
+
+
+def test_rate_limit_is_a_429_with_headers(gw: Gateway) -> None:
+    _, key = call(gw, "POST", "/admin/keys", {"name": "slow", "limits": {"rpm": 2}})
+    chat(gw, key["key"])
+    chat(gw, key["key"])
+    with pytest.raises(openai.RateLimitError) as exc:
+        chat(gw, key["key"])
+    headers = exc.value.response.headers
+    assert int(headers["retry-after"]) >= 1
+    assert headers["x-ratelimit-limit-requests"] == "2"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_token_budget_refuses_when_spent(gw: Gateway) -> None:
+    _, key = call(
+        gw,
+        "POST",
+        "/admin/keys",
+        {"name": "b", "budget": {"amount": "40", "currency": "tokens", "period": "day"}},
+    )
+    chat(gw, key["key"])
+    with pytest.raises(openai.RateLimitError) as exc:
+        chat(gw, key["key"])
+    assert exc.value.code == "insufficient_quota"
+
+
+def test_source_address_restriction(gw: Gateway) -> None:
+    _, key = call(gw, "POST", "/admin/keys", {"name": "office", "cidrs": ["10.0.0.0/8"]})
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        chat(gw, key["key"])
+    assert exc.value.code == "ip_not_allowed"
+    _, ok = call(gw, "POST", "/admin/keys", {"name": "local", "cidrs": ["127.0.0.0/8"]})
+    assert chat(gw, ok["key"])
+
+
+def test_expired_key(gw: Gateway) -> None:
+    _, key = call(gw, "POST", "/admin/keys", {"name": "old", "expires_at": "2020-01-01T00:00:00Z"})
+    with pytest.raises(openai.AuthenticationError) as exc:
+        chat(gw, key["key"])
+    assert exc.value.code == "expired_api_key"
+
+
+def test_revocation_reaches_another_node_within_two_seconds(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    with Gateway(config(db)) as a, Gateway(config(db, "journal-b")) as b:
+        _, key = call(a, "POST", "/admin/keys", {"name": "roaming"})
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                chat(b, key["key"])
+                break
+            except openai.AuthenticationError:
+                time.sleep(0.05)
+        assert chat(b, key["key"])  # node B learnt the new key
+        call(a, "POST", f"/admin/keys/{key['id']}/revoke")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2:
+            try:
+                chat(b, key["key"])
+                time.sleep(0.05)
+            except openai.AuthenticationError:
+                break
+        else:
+            pytest.fail("node B still accepts a key revoked on node A after 2 s")
+
+
+def test_provider_key_needs_a_master_key(gw: Gateway) -> None:
+    status, err = call(
+        gw, "PUT", "/admin/providers/openai/key", {"api_key": "sk-proj-abcdefghijklmnopqrstuvwxyz"}
+    )
+    assert status == 400 and err["error"]["code"] == "no_master_key"
+
+
+def test_provider_key_stored_encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QIAO_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    provider_key = "sk-proj-" + "Zq7" * 14
+    db = tmp_path / "q.db"
+    with Gateway(config(db)) as gw:
+        status, out = call(gw, "PUT", "/admin/providers/openai/key", {"api_key": provider_key})
+        assert status == 200 and out["hint"] == "sk-…7Zq7" and provider_key not in json.dumps(out)
+        _, listed = call(gw, "GET", "/admin/providers")
+        assert provider_key not in json.dumps(listed)
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("q.db*"))
+    assert provider_key.encode() not in raw and provider_key[8:20].encode() not in raw
+
+
+def test_bootstrap_token_creates_the_first_admin_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "q.yaml"
+    port = 18000 + os.getpid() % 1000
+    cfg.write_text(f"""
+listen: 127.0.0.1:{port}
+providers: {{mock: {{type: mock}}}}
+models: {{m: [{{provider: mock}}]}}
+keys: [{{name: k, key: sk-bootstrap-user-key}}]
+storage: {{url: "sqlite:///{tmp_path / "b.db"}", journal_dir: "{tmp_path / "j"}"}}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIAO_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qiao", "serve", "--config", str(cfg)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        seen = ""
+        assert proc.stderr is not None
+        while " ready on " not in seen:
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        token = re.search(r"Bearer (qiao-bootstrap-\S+?)'", seen)
+        assert token, seen
+        url = f"http://127.0.0.1:{port}/admin/bootstrap"
+
+        def post(tok: str) -> tuple[int, Any]:
+            req = urllib.request.Request(
+                url,
+                method="POST",
+                data=b'{"name": "root"}',
+                headers={"Authorization": f"Bearer {tok}"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as err:
+                return err.code, json.loads(err.read())
+
+        assert post("qiao-bootstrap-guess")[0] == 401
+        status, admin = post(token.group(1))
+        assert status == 201 and admin["role"] == "admin"
+        assert post(token.group(1))[0] == 401  # used up
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/admin/keys",
+            headers={"Authorization": f"Bearer {admin['key']}"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.kill()
+        proc.wait()
