@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -79,6 +79,8 @@ class ProviderConfig(_Frozen):
     )
     base_url: str | None = None
     api_key: SecretStr | None = None
+    # "store": the key lives encrypted in the database (admin API / `qiao providers set-key`)
+    api_key_from: Literal["config", "store"] = "config"
     api_version: str | None = None
     # Vertex AI (service-account auth) and AWS Bedrock (SigV4 or a Bedrock API key)
     project: str | None = None
@@ -129,6 +131,10 @@ class ProviderConfig(_Frozen):
                 or not (preset.anthropic_base_url or self.base_url)
             ):
                 raise ValueError(f"a {self.type} provider cannot speak protocol {self.protocol!r}")
+        if self.api_key_from == "store":
+            if self.api_key is not None:
+                raise ValueError("api_key_from: store and api_key exclude each other")
+            return self
         if self.type not in ("mock",) and self.api_key is None:
             preset = PRESETS.get(self.type)
             if preset is None or not preset.key_optional:

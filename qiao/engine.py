@@ -37,12 +37,12 @@ from .policies.limits import FailoverLimiter, Limiter, LocalLimiter
 from .policies.redis_limits import RedisLimiter
 from .policies.redis_spend import RedisSpendLedger
 from .pricing import PriceTable
-from .providers.cloud import authenticator_for, bedrock_stream
+from .providers.cloud import StoredKeyAuth, authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
 from .providers.openai import ProviderInfo
 from .providers.reasoning import ReasoningMemory
 from .router import Route, Router, Upstream
-from .secrets import MasterKey, Vault
+from .secrets import MasterKey, SecretError, Vault
 from .storage import StorageUnavailable, Store, open_store
 from .storage.writer import UsageWriter
 from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
@@ -105,7 +105,7 @@ class Engine:
         for name, pc in config.providers.items():
             info = ProviderInfo.build(name, pc)
             memory = ReasoningMemory() if info.preset and info.preset.reasoning_passback else None
-            auth = authenticator_for(pc)
+            auth = authenticator_for(name, pc)
             self._upstreams[name] = Upstream(info, _make_transport(info), memory, auth)
             for secret in (pc.aws_secret_access_key, pc.aws_session_token, pc.credentials_json):
                 if secret is not None:
@@ -150,8 +150,30 @@ class Engine:
             log.warning("storage unavailable at start-up (%s); retrying in the background", exc)
             self.keys.store_backed = True
             self.keys.mark_synced(False)
-        self.keysync.start()
+        await self.refresh_provider_keys()
+        self.keysync.start(on_tick=self.refresh_provider_keys)
         await self.writer.start()
+
+    async def refresh_provider_keys(self) -> None:
+        """Decrypt the stored keys of providers configured with ``api_key_from: store``."""
+        stored = [u.auth for u in self._upstreams.values() if isinstance(u.auth, StoredKeyAuth)]
+        if not stored:
+            return
+        if self.vault is None:
+            log.warning("providers want stored keys but no master key is loaded (QIAO_MASTER_KEY)")
+            return
+        try:
+            secrets = {s.name: s for s in await self.store.list_secrets()}
+        except StorageUnavailable:
+            return  # keep the keys we have
+        for auth in stored:
+            secret = secrets.get(auth.name)
+            try:
+                auth.key = self.vault.open(secret) if secret is not None else None
+            except SecretError as exc:
+                log.error("cannot decrypt the stored key of provider %r: %s", auth.name, exc)
+            if auth.key:
+                self.redact.add(auth.key)
 
     async def has_store_admin(self) -> bool:
         try:

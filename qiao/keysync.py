@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from .auth import KeyRing, Principal, principal_for
 from .storage.base import StorageUnavailable, Store
@@ -81,13 +82,21 @@ class KeySync:
             principal = principal_for(key, team)
         self._ring.upsert(principal, old)
 
-    async def _run(self) -> None:
+    async def _run(self, on_tick: Callable[[], Awaitable[None]] | None) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(self._interval)
             await self.poll_once()
+            ticks += 1
+            if on_tick is not None and ticks >= 5:  # provider keys: every 5 polls (~5 s)
+                ticks = 0
+                try:
+                    await on_tick()
+                except Exception as exc:  # never let a refresh kill the sync loop
+                    log.warning("periodic refresh failed: %s", type(exc).__name__)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="qiao-keysync")
+    def start(self, on_tick: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._task = asyncio.create_task(self._run(on_tick), name="qiao-keysync")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -246,3 +246,38 @@ storage: {{url: "sqlite:///{tmp_path / "b.db"}", journal_dir: "{tmp_path / "j"}"
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_provider_key_from_the_store_is_used_upstream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakes.openai_upstream import FakeOpenAI
+
+    monkeypatch.setenv("QIAO_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    upstream_key = "sk-stored-upstream-key-0123456789"
+    with FakeOpenAI(api_key=upstream_key) as fake:
+        cfg = f"""
+admin_key: {ADMIN_KEY}
+providers: {{up: {{type: openai, base_url: "{fake.base_url}", api_key_from: store}}}}
+models: {{gpt-4o-mini: [{{provider: up}}]}}
+storage: {{url: "sqlite:///{tmp_path / "s.db"}", journal_dir: "{tmp_path / "j"}", sync_interval: 0.1}}
+"""
+        with Gateway(cfg) as gw:
+            with pytest.raises(openai.InternalServerError) as exc:
+                sdk(gw, ADMIN_KEY).chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+                )
+            assert exc.value.status_code == 503
+            assert call(gw, "PUT", "/admin/providers/up/key", {"api_key": upstream_key})[0] == 200
+            deadline = time.monotonic() + 3
+            while True:
+                try:
+                    r = sdk(gw, ADMIN_KEY).chat.completions.create(
+                        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+                    )
+                    break
+                except openai.InternalServerError:
+                    assert time.monotonic() < deadline, "stored provider key never picked up"
+                    time.sleep(0.1)
+            assert r.choices[0].message.content == "echo: x"
+            assert fake.last_request.headers["Authorization"] == f"Bearer {upstream_key}"

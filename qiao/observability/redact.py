@@ -22,6 +22,10 @@ class Redactor:
         # Longest first so a key is removed whole before any shorter secret inside it.
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 
+    def add(self, secret: str) -> None:
+        if len(secret) >= 4 and secret not in self._secrets:
+            self._secrets = sorted({*self._secrets, secret}, key=len, reverse=True)
+
     def __call__(self, text: str) -> str:
         for s in self._secrets:
             if s in text:

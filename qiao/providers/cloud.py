@@ -18,11 +18,18 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import ProviderConfig
-from ..errors import UpstreamError
+from ..errors import Unavailable, UpstreamError
 from ..upstream import UpstreamRequest, UpstreamResponse
 from . import bedrock, vertex
 
-__all__ = ["Authenticator", "BedrockAuth", "VertexAuth", "authenticator_for", "bedrock_stream"]
+__all__ = [
+    "Authenticator",
+    "BedrockAuth",
+    "StoredKeyAuth",
+    "VertexAuth",
+    "authenticator_for",
+    "bedrock_stream",
+]
 
 
 class Authenticator(Protocol):
@@ -97,7 +104,37 @@ class BedrockAuth:
         pass
 
 
-def authenticator_for(config: ProviderConfig) -> Authenticator | None:
+class StoredKeyAuth:
+    """A provider key kept encrypted in the store; the engine refreshes ``key`` from it."""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.key: str | None = None
+        protocol = config.resolved_protocol
+        if config.type == "azure":
+            self._header, self._prefix = "api-key", ""
+        elif protocol == "anthropic":
+            self._header, self._prefix = "x-api-key", ""
+        elif protocol == "gemini":
+            self._header, self._prefix = "x-goog-api-key", ""
+        else:
+            self._header, self._prefix = "Authorization", "Bearer "
+
+    async def apply(self, request: UpstreamRequest) -> None:
+        if not self.key:
+            raise Unavailable(
+                f"No key is stored for provider {self.name!r} (set it with the admin API or "
+                "`qiao providers set-key`)."
+            )
+        request.headers[self._header] = self._prefix + self.key
+
+    async def close(self) -> None:
+        pass
+
+
+def authenticator_for(name: str, config: ProviderConfig) -> Authenticator | None:
+    if config.api_key_from == "store":
+        return StoredKeyAuth(name, config)
     if config.type == "vertex":
         return VertexAuth(config)
     if config.type == "bedrock":
