@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
 import time
@@ -66,7 +67,10 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
         engine = app[ENGINE]
         await engine.start()
         if config.admin_key is None and not await engine.has_store_admin():
-            token = app[ADMIN].enable_bootstrap()
+            shared = os.environ.get("QIAO__BOOTSTRAP_TOKEN")
+            token = app[ADMIN].enable_bootstrap(shared)
+            if shared and os.environ.get("QIAO_WORKER_INDEX") not in (None, "0"):
+                return  # worker 0 prints the shared token
             # No default password: a one-time token, shown once, creates the first admin key.
             print(
                 "qiao: no admin credential yet; create the first admin key (once) with\n"
@@ -157,7 +161,13 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _readyz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    degraded = engine.health.degraded()
+    degraded: dict[str, str] = dict(engine.health.degraded())
+    if engine.keys.store_down:
+        degraded["store"] = "database unreachable: known keys served from cache, usage journaled"
+    if engine.gate.limiter.degraded:
+        degraded["redis"] = "Redis unreachable: limits enforced per process"
+    if engine.writer.degraded:
+        degraded["usage_writer"] = f"usage waiting in the journal ({engine.writer.journaled})"
     body = {
         "status": "degraded" if degraded else "ready",
         "providers": sorted(engine.upstreams),
@@ -172,7 +182,11 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 async def start_server(
-    config: Config, *, access_log: AccessLog | None = None, port: int | None = None
+    config: Config,
+    *,
+    access_log: AccessLog | None = None,
+    port: int | None = None,
+    reuse_port: bool = False,
 ) -> tuple[web.AppRunner, int]:
     """Start listening; returns the runner and the bound port (``port=0`` picks one)."""
     app = build_app(config, access_log=access_log)
@@ -186,7 +200,13 @@ async def start_server(
         max_field_size=16 * 1024,
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port if port is None else port, backlog=1024)
+    site = web.TCPSite(
+        runner,
+        config.host,
+        config.port if port is None else port,
+        backlog=1024,
+        reuse_port=reuse_port or None,
+    )
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []
@@ -194,19 +214,21 @@ async def start_server(
     return runner, int(bound)
 
 
-def run_server(config: Config, *, on_ready: Callable[[int], None] | None = None) -> None:
+def run_server(
+    config: Config, *, on_ready: Callable[[int], None] | None = None, reuse_port: bool = False
+) -> None:
     """Run until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-        asyncio.run(_serve(config, on_ready))
+        asyncio.run(_serve(config, on_ready, reuse_port))
     else:
-        uvloop.run(_serve(config, on_ready))
+        uvloop.run(_serve(config, on_ready, reuse_port))
 
 
-async def _serve(config: Config, on_ready: Callable[[int], None] | None) -> None:
+async def _serve(config: Config, on_ready: Callable[[int], None] | None, reuse_port: bool) -> None:
     t0 = time.perf_counter()
-    runner, port = await start_server(config)
+    runner, port = await start_server(config, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,4 +1,5 @@
-"""The ``qiao`` command: serve, config check, version."""
+"""The ``qiao`` command: serve, config check, version; the admin commands live in
+:mod:`qiao.cli_admin` (db, keys, teams, providers)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, cli_admin
 from .config import Config, ConfigError, KeyConfig, from_env, load, mock_demo
+from .workers import supervise, worker_index
+
+_GENERATED_ENV = "QIAO__GENERATED_KEY"
 
 __all__ = ["main"]
 
@@ -30,11 +34,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the built-in mock provider: no keys, no network needed",
     )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="gateway processes sharing the port (default 1)"
+    )
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a config file")
     check.add_argument("file")
     sub.add_parser("version", help="print the version")
+    cli_admin.add_commands(sub)
     return p
 
 
@@ -60,12 +68,36 @@ def _load_for_serve(args: argparse.Namespace) -> Config:
     return config
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = _load_for_serve(args)
+    index = worker_index()
+    if args.workers > 1 and index is None:
+        child_argv = _without_workers(argv)
+        env = {**os.environ, "QIAO__BOOTSTRAP_TOKEN": "qiao-bootstrap-" + secrets.token_urlsafe(24)}
+        return supervise(child_argv, args.workers, env)
+    if index is not None:
+        storage = config.storage
+        journal = os.path.join(storage.journal_dir, f"worker-{index}")
+        config = config.model_copy(
+            update={"storage": storage.model_copy(update={"journal_dir": journal})}
+        )
     from .app import run_server  # imported late: `qiao version` stays fast
 
-    run_server(config)
+    run_server(config, reuse_port=index is not None)
     return 0
+
+
+def _without_workers(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -78,12 +110,15 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return _serve(args)
+            return _serve(args, argv)
         if args.command == "config":
             return _check(args)
+        if args.command in cli_admin.COMMANDS:
+            return cli_admin.run(args)
         print(f"qiao {__version__}")
         return 0
     except ConfigError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -177,3 +178,47 @@ def test_serve_from_environment(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_workers_share_one_port(tmp_path: Path) -> None:
+    port = _free_port()
+    cfg = tmp_path / "q.yaml"
+    cfg.write_text(f"""
+listen: 127.0.0.1:{port}
+providers: {{m: {{type: mock}}}}
+models: {{m: [{{provider: m}}]}}
+keys: [{{name: k, key: sk-test-workers-key}}]
+storage: {{url: "sqlite:///{tmp_path / "w.db"}", journal_dir: "{tmp_path / "journal"}"}}
+server: {{access_log: false}}
+""")
+    proc = subprocess.Popen(
+        [*QIAO, "serve", "--config", str(cfg), "--workers", "2"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        _wait_ready(proc)
+        _wait_ready(proc)  # both workers report ready
+        pids: set[str] = set()
+        deadline = time.monotonic() + 15
+        while len(pids) < 2 and time.monotonic() < deadline:
+            # a new connection each time: the kernel spreads them over the workers
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                body=b'{"model":"m","messages":[{"role":"user","content":"x"}]}',
+                headers={"Authorization": "Bearer sk-test-workers-key"},
+            )
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200
+            pids.add(str(resp.getheader("x-request-id"))[4:14])  # the per-process id prefix
+            conn.close()
+        assert len(pids) == 2, pids
+        assert sorted(p.name for p in (tmp_path / "journal").iterdir()) == ["worker-0", "worker-1"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()

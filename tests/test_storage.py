@@ -412,8 +412,23 @@ def test_postgres_down_is_storage_unavailable_then_recovers(postgres_server: Any
         finally:
             postgres_server.start()
         assert (await s.get_key("k1")) is not None
+        await s.put_team(Team("t", "T"))
 
     run(url, body, read_timeout=1.0, write_timeout=1.0)
+
+
+def test_postgres_restart_between_calls_is_invisible_to_reads(postgres_server: Any) -> None:
+    url = _fresh_postgres_db(postgres_server.dsn)
+
+    async def body(s: Store) -> None:
+        await s.put_key(make_key())
+        await asyncio.gather(*(s.get_key("k1") for _ in range(5)))  # fill the pool
+        postgres_server.stop()
+        postgres_server.start()
+        assert (await s.get_key("k1")) is not None  # pooled connections are stale by now
+        await s.put_team(Team("t", "T"))
+
+    run(url, body)
 
 
 def test_unresponsive_database_times_out_instead_of_hanging() -> None:
@@ -487,6 +502,7 @@ def test_sqlite_file_holds_key_hashes_never_key_secrets(tmp_path: Path) -> None:
     assert digest in after_close and secret not in after_close
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()
     assert mode == ("wal",)
+    assert path.stat().st_mode & 0o777 == 0o600
 
 
 # --- choosing a backend

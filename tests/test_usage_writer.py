@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,9 +19,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 
+from qiao.storage import open_store
 from qiao.storage.base import StorageUnavailable
 from qiao.storage.journal import decode, encode
 from qiao.storage.memory import MemoryStore
@@ -326,6 +330,115 @@ def test_an_outage_under_load_loses_nothing(make_store: Any, tmp_path: Path) -> 
     assert set(rows) == {f"a{i}" for i in range(3000)}
     assert all(r.status == "ok" for r in rows.values())
     assert store.repeated_in_batch == 0
+
+
+class OutageMidStream(DictStore):
+    """Fails the calls numbered in ``down`` (from 1) as an outage; logs what it accepted."""
+
+    def __init__(self, down: range) -> None:
+        super().__init__()
+        self.down = down
+        self.calls = 0
+        self.accepted: list[UsageRecord] = []
+
+    async def write_usage(self, records: list[UsageRecord]) -> None:
+        self.calls += 1
+        if self.calls in self.down:
+            raise StorageUnavailable("connection is closed")
+        self.accepted.extend(records)
+        await super().write_usage(records)
+
+
+def test_flushes_failing_mid_stream_deliver_every_settle_exactly_once(tmp_path: Path) -> None:
+    """A batch in flight fails, the next ones too, then the store answers again while streams
+    keep starting and settling: each attempt's settled record reaches the store once."""
+
+    async def stream(writer: UsageWriter, i: int) -> None:
+        writer.record(pending(i))
+        await asyncio.sleep((i % 5) * 0.01)
+        writer.record(settled(pending(i)))
+
+    async def main() -> OutageMidStream:
+        store = OutageMidStream(down=range(4, 8))
+        writer = UsageWriter(
+            store,
+            tmp_path,
+            batch_size=30,
+            queue_limit=200,
+            flush_interval=0.01,
+            segment_bytes=8192,
+        )
+        await writer.start()
+        streams: list[asyncio.Task[None]] = []
+        while store.calls < store.down.stop + 10 or len(streams) < 1000:
+            assert len(streams) < 50_000, "the store was never called again"
+            streams.append(asyncio.create_task(stream(writer, len(streams))))
+            if len(streams) % 10 == 0:
+                await asyncio.sleep(0.002)
+        await asyncio.gather(*streams)
+        assert await writer.drain(10)
+        await writer.close()
+        assert segments(tmp_path) == []
+        return store
+
+    store = run(main(), timeout=60)
+    n = len(store.rows)
+    assert n >= 1000 and store.calls > store.down.stop
+    assert set(store.rows) == {f"a{i}" for i in range(n)}
+    assert all(r.status == "ok" and r.cost == Decimal("0.000123456") for r in store.rows.values())
+    settles = Counter(r.attempt_id for r in store.accepted if r.status != "pending")
+    assert settles == dict.fromkeys(store.rows, 1)
+
+
+def test_postgres_keeps_what_it_acknowledged_when_it_crashes(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    """The writer deletes journaled records once write_usage returns, so the store must not
+    acknowledge a write it can still lose. PostgreSQL with synchronous_commit=off (the test
+    server runs so) does, for ~0.6 s: an immediate stop right after a flush lost the batch."""
+    dsn = _fresh_postgres_db(postgres_server.dsn)
+
+    async def main() -> None:
+        store = open_store(dsn)
+        try:
+            await store.migrate()
+            writer = UsageWriter(store, tmp_path, batch_size=100)
+            await writer.start()
+            for i in range(250):
+                writer.record(pending(i))
+                writer.record(settled(pending(i)))
+            assert await writer.drain(10)
+            await writer.close()
+        finally:
+            await store.close()
+
+    run(main())
+    assert segments(tmp_path) == []  # the database holds the only copy now
+    postgres_server.stop("immediate")  # a crash: no shutdown checkpoint
+    postgres_server.start()
+
+    async def statuses() -> Counter[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return Counter(r["status"] for r in await conn.fetch("SELECT status FROM usage"))
+        finally:
+            await conn.close()
+
+    assert run(statuses()) == {"ok": 250}
+
+
+def _fresh_postgres_db(dsn: str) -> str:
+    name = "w_" + uuid.uuid4().hex[:16]
+
+    async def create() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    run(create())
+    return dsn.rsplit("/", 1)[0] + "/" + name
 
 
 def test_queue_overflow_spills_to_the_journal(tmp_path: Path) -> None:

@@ -11,41 +11,27 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..auth import KeyRing, Principal, credential_from, digest, principal_for
-from ..errors import (
-    AuthenticationFailed,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    QiaoError,
-    Unavailable,
-)
-from ..secrets import SecretError, Vault, hint
+from ..auth import KeyRing, Principal, credential_from, principal_for
+from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied, QiaoError, Unavailable
+from ..secrets import Vault
 from ..storage.base import StorageUnavailable, Store
-from ..storage.models import AuditEntry, Limits, Team, VirtualKey
+from ..storage.models import VirtualKey
 from ..surfaces.openai import error_body
+from . import ops
 from .openapi import OPENAPI
+from .ops import new_secret
 from .schemas import KeyIn, KeyPatch, SecretIn, TeamIn, TeamPatch, key_out, secret_out, team_out
 
 __all__ = ["AdminAPI", "new_secret"]
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-
-
-def new_secret() -> str:
-    return "sk-qiao-" + secrets.token_urlsafe(32)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
@@ -92,9 +78,10 @@ class AdminAPI:
         ]
 
     # ------------------------------------------------------------------ auth
-    def enable_bootstrap(self) -> str:
-        """A one-time token that may create the first admin key (POST /admin/bootstrap)."""
-        self._bootstrap = "qiao-bootstrap-" + secrets.token_urlsafe(24)
+    def enable_bootstrap(self, token: str | None = None) -> str:
+        """A one-time token that may create the first admin key (POST /admin/bootstrap).
+        Workers of one ``--workers N`` gateway share the token their parent made."""
+        self._bootstrap = token or "qiao-bootstrap-" + secrets.token_urlsafe(24)
         return self._bootstrap
 
     def _principal(self, request: web.Request, *, write: bool) -> Principal:
@@ -143,11 +130,6 @@ class AdminAPI:
         live = principal_for(key, team) if key.revoked_at is None else None
         self._ring.upsert(live, [old_hash] if old_hash else [])
 
-    async def _audit(self, who: Principal, action: str, target: str, **detail: Any) -> None:
-        await self._store.audit(
-            AuditEntry(actor=who.name, action=action, target=target, detail=detail, at=_now())
-        )
-
     # ------------------------------------------------------------------ misc
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)
@@ -158,159 +140,66 @@ class AdminAPI:
         if token is None or not hmac.compare_digest(presented.encode(), token.encode()):
             err = AuthenticationFailed("Invalid or used bootstrap token.")
             return web.Response(status=401, body=error_body(err), content_type="application/json")
-        self._bootstrap = None  # one use
-        body = _parse(KeyIn, await request.read() or b'{"name": "admin"}')
-        secret = new_secret()
-        key = self._new_key(body, secret)
-        key.role = "admin"
-        await self._store.put_key(key)
-        await self._learn(key)
-        await self._store.audit(
-            AuditEntry("bootstrap", "key.create", key.id, {"role": "admin"}, _now())
+        self._bootstrap = None  # one use here; the store check below covers the other workers
+        keys = await self._store.list_keys()
+        if any(k.role == "admin" and k.revoked_at is None for k in keys):
+            err = AuthenticationFailed("An admin key exists already: bootstrap is closed.")
+            return web.Response(status=401, body=error_body(err), content_type="application/json")
+        body: KeyIn = _parse(KeyIn, await request.read() or b'{"name": "admin"}')
+        issued = await ops.create_key(
+            self._store, "bootstrap", body.model_copy(update={"role": "admin"})
         )
-        return _json({**key_out(key), "key": secret}, 201)
+        await self._learn(issued.key)
+        return _json({**key_out(issued.key), "key": issued.secret}, 201)
 
     # ------------------------------------------------------------------ keys
-    def _new_key(self, body: KeyIn, secret: str) -> VirtualKey:
-        now = _now()
-        return VirtualKey(
-            id="key_" + secrets.token_hex(8),
-            name=body.name,
-            key_hash=digest(secret),
-            hint=hint(secret),
-            team_id=body.team_id,
-            models=tuple(body.models),
-            cidrs=tuple(body.cidrs),
-            expires_at=body.expires_at,
-            metadata=body.metadata,
-            limits=body.limits.to_limits() if body.limits else Limits(),
-            model_limits={m: lim.to_limits() for m, lim in body.model_limits.items()},
-            budget=body.budget.to_budget() if body.budget else None,
-            role=body.role,
-            created_at=now,
-            updated_at=now,
-        )
-
-    async def _key(self, request: web.Request) -> VirtualKey:
-        key = await self._store.get_key(request.match_info["id"])
-        if key is None:
-            raise NotFound(f"No key {request.match_info['id']!r}.", code="key_not_found")
-        return key
-
     async def list_keys(self, request: web.Request, who: Principal) -> web.Response:
         keys = await self._store.list_keys(team_id=request.query.get("team_id"))
         return _json({"data": [key_out(k) for k in keys]})
 
     async def create_key(self, request: web.Request, who: Principal) -> web.Response:
         body: KeyIn = _parse(KeyIn, await request.read())
-        if body.team_id and await self._store.get_team(body.team_id) is None:
-            raise InvalidRequest(f"No team {body.team_id!r}.", param="team_id")
-        secret = new_secret()
-        key = self._new_key(body, secret)
-        await self._store.put_key(key)
-        await self._learn(key)
-        await self._audit(who, "key.create", key.id, name=key.name, role=key.role)
-        return _json({**key_out(key), "key": secret}, 201)
+        issued = await ops.create_key(self._store, who.name, body)
+        await self._learn(issued.key)
+        return _json({**key_out(issued.key), "key": issued.secret}, 201)
 
     async def show_key(self, request: web.Request, who: Principal) -> web.Response:
-        return _json(key_out(await self._key(request)))
+        return _json(key_out(await ops.get_key(self._store, request.match_info["id"])))
 
     async def update_key(self, request: web.Request, who: Principal) -> web.Response:
-        key = await self._key(request)
         patch: KeyPatch = _parse(KeyPatch, await request.read())
-        given = patch.model_fields_set
-        changes: dict[str, Any] = {}
-        for field in ("name", "team_id", "expires_at", "metadata", "role"):
-            if field in given:
-                changes[field] = getattr(patch, field)
-        if "models" in given and patch.models is not None:
-            changes["models"] = tuple(patch.models)
-        if "cidrs" in given and patch.cidrs is not None:
-            changes["cidrs"] = tuple(patch.cidrs)
-        if "limits" in given:
-            changes["limits"] = patch.limits.to_limits() if patch.limits else Limits()
-        if "model_limits" in given:
-            changes["model_limits"] = {
-                m: v.to_limits() for m, v in (patch.model_limits or {}).items()
-            }
-        if "budget" in given:
-            changes["budget"] = patch.budget.to_budget() if patch.budget else None
-        updated = replace(key, **changes, updated_at=_now())
-        await self._store.put_key(updated)
-        await self._learn(updated, key.key_hash)
-        await self._audit(who, "key.update", key.id, fields=sorted(changes))
+        updated = await ops.update_key(self._store, who.name, request.match_info["id"], patch)
+        await self._learn(updated, updated.key_hash)  # an update keeps the digest
         return _json(key_out(updated))
 
     async def revoke_key(self, request: web.Request, who: Principal) -> web.Response:
-        key = await self._key(request)
-        updated = replace(key, revoked_at=key.revoked_at or _now(), updated_at=_now())
-        await self._store.put_key(updated)
-        self._ring.upsert(None, [key.key_hash])  # this node at once; others within a second
-        await self._audit(who, "key.revoke", key.id)
+        updated = await ops.revoke_key(self._store, who.name, request.match_info["id"])
+        self._ring.upsert(None, [updated.key_hash])  # this node at once; others within a second
         return _json(key_out(updated))
 
     async def rotate_key(self, request: web.Request, who: Principal) -> web.Response:
-        key = await self._key(request)
-        if key.revoked_at is not None:
-            raise InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
-        secret = new_secret()
-        updated = replace(key, key_hash=digest(secret), hint=hint(secret), updated_at=_now())
-        await self._store.put_key(updated)
-        await self._learn(updated, key.key_hash)
-        await self._audit(who, "key.rotate", key.id)
-        return _json({**key_out(updated), "key": secret})
+        issued = await ops.rotate_key(self._store, who.name, request.match_info["id"])
+        await self._learn(issued.key, issued.old_hash)
+        return _json({**key_out(issued.key), "key": issued.secret})
 
     # ------------------------------------------------------------------ teams
-    async def _team(self, request: web.Request) -> Team:
-        team = await self._store.get_team(request.match_info["id"])
-        if team is None:
-            raise NotFound(f"No team {request.match_info['id']!r}.", code="team_not_found")
-        return team
-
     async def list_teams(self, request: web.Request, who: Principal) -> web.Response:
         return _json({"data": [team_out(t) for t in await self._store.list_teams()]})
 
     async def create_team(self, request: web.Request, who: Principal) -> web.Response:
         body: TeamIn = _parse(TeamIn, await request.read())
-        team = Team(
-            id="team_" + secrets.token_hex(6),
-            name=body.name,
-            limits=body.limits.to_limits() if body.limits else Limits(),
-            budget=body.budget.to_budget() if body.budget else None,
-            metadata=body.metadata,
-            created_at=_now(),
-        )
-        await self._store.put_team(team)
-        await self._audit(who, "team.create", team.id, name=team.name)
-        return _json(team_out(team), 201)
+        return _json(team_out(await ops.create_team(self._store, who.name, body)), 201)
 
     async def show_team(self, request: web.Request, who: Principal) -> web.Response:
-        return _json(team_out(await self._team(request)))
+        return _json(team_out(await ops.get_team(self._store, request.match_info["id"])))
 
     async def update_team(self, request: web.Request, who: Principal) -> web.Response:
-        team = await self._team(request)
         patch: TeamPatch = _parse(TeamPatch, await request.read())
-        given = patch.model_fields_set
-        changes: dict[str, Any] = {}
-        if "name" in given and patch.name:
-            changes["name"] = patch.name
-        if "metadata" in given:
-            changes["metadata"] = patch.metadata or {}
-        if "limits" in given:
-            changes["limits"] = patch.limits.to_limits() if patch.limits else Limits()
-        if "budget" in given:
-            changes["budget"] = patch.budget.to_budget() if patch.budget else None
-        updated = replace(team, **changes)
-        await self._store.put_team(updated)
-        await self._audit(who, "team.update", team.id, fields=sorted(changes))
-        return _json(team_out(updated))
+        team = await ops.update_team(self._store, who.name, request.match_info["id"], patch)
+        return _json(team_out(team))
 
     async def delete_team(self, request: web.Request, who: Principal) -> web.Response:
-        team = await self._team(request)
-        if await self._store.list_keys(team_id=team.id):
-            raise InvalidRequest("The team still has keys; move or revoke them first.")
-        await self._store.delete_team(team.id)
-        await self._audit(who, "team.delete", team.id)
+        team = await ops.delete_team(self._store, who.name, request.match_info["id"])
         return _json({"deleted": team.id})
 
     # ------------------------------------------------------------------ provider secrets
@@ -318,28 +207,16 @@ class AdminAPI:
         return _json({"data": [secret_out(s) for s in await self._store.list_secrets()]})
 
     async def put_secret(self, request: web.Request, who: Principal) -> web.Response:
-        if self._vault is None:
-            raise InvalidRequest(
-                "No master key is loaded (set QIAO_MASTER_KEY or QIAO_MASTER_KEY_FILE): "
-                "provider keys cannot be stored encrypted.",
-                code="no_master_key",
-            )
+        if self._vault is None:  # before reading the body, as a missing master is the answer
+            raise InvalidRequest(ops.NO_MASTER_KEY, code="no_master_key")
         body: SecretIn = _parse(SecretIn, await request.read())
         name = request.match_info["name"]
-        try:
-            sealed = self._vault.seal(name, body.api_key)
-        except SecretError as exc:
-            raise InvalidRequest(str(exc)) from None
-        sealed.updated_at = _now()
-        await self._store.put_secret(sealed)
-        await self._audit(who, "provider_key.set", name, hint=sealed.hint)
+        sealed = await ops.set_provider_key(self._store, who.name, self._vault, name, body)
         return _json(secret_out(sealed))
 
     async def delete_secret(self, request: web.Request, who: Principal) -> web.Response:
         name = request.match_info["name"]
-        if not await self._store.delete_secret(name):
-            raise NotFound(f"No stored key for provider {name!r}.")
-        await self._audit(who, "provider_key.delete", name)
+        await ops.delete_provider_key(self._store, who.name, name)
         return _json({"deleted": name})
 
     # ------------------------------------------------------------------ usage and audit

@@ -25,6 +25,20 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _matches(row: codec.Row, key_id: str | None, start: datetime | None) -> bool:
+    if key_id is not None and row["key_id"] != key_id:
+        return False
+    started = row["started_at"]
+    return start is None or (isinstance(started, datetime) and started >= start)
+
+
+def _usage_order(row: codec.Row) -> tuple[bool, datetime, str]:
+    started = row["started_at"]
+    if isinstance(started, datetime):
+        return True, started, str(row["attempt_id"])
+    return False, _DAWN, str(row["attempt_id"])
+
+
 def _copy(row: codec.Row) -> codec.Row:
     return copy.deepcopy(row)
 
@@ -140,15 +154,11 @@ class MemoryStore:
     async def list_usage(
         self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]:
-        found = [codec.usage_from_row(_copy(r)) for r in self._usage.values()]
-        if key_id is not None:
-            found = [u for u in found if u.key_id == key_id]
-        if since is not None:
-            start = codec.utc(since)
-            found = [u for u in found if u.started_at is not None and u.started_at >= start]
+        start = None if since is None else codec.utc(since)
+        rows = [r for r in self._usage.values() if _matches(r, key_id, start)]
         # newest first, undated last, ties by attempt id descending: what the SQL ORDER BY does
-        found.sort(key=lambda u: (u.started_at is not None, u.started_at or _DAWN, u.attempt_id))
-        return found[::-1][:limit]
+        rows.sort(key=_usage_order, reverse=True)
+        return [codec.usage_from_row(_copy(r)) for r in rows[:limit]]
 
     # --- spend
 

@@ -1,12 +1,9 @@
 """The SQL backend of :class:`~qiao.storage.base.Store`: SQLite (default) and PostgreSQL.
 
-SQLAlchemy Core on asyncio (aiosqlite, asyncpg). This module owns the engines, transactions,
-timeouts and the one place where driver exceptions are translated (:meth:`SqlStore._guard`).
-
-SQLite runs in WAL mode with ``synchronous=NORMAL``. Every write goes through one connection
-behind an ``asyncio.Lock`` and starts with ``BEGIN IMMEDIATE``, so SQLite never sees two writers
-from this process and a second process waits (``busy_timeout``) instead of failing mid-way;
-reads use a small pool of ``query_only`` connections that never block the writer.
+SQLAlchemy Core. Each operation is a plain function of a ``Connection`` that a runner executes
+(:mod:`~qiao.storage.runners`: SQLite on its own threads, PostgreSQL on asyncpg); this module
+owns the operations, the timeouts and the one place where driver exceptions are translated
+(:meth:`SqlStore._guard`). A write is one transaction; on SQLite there is one writer connection.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Connection, Table, delete, literal, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, delete, literal, select, text
 from sqlalchemy.engine import URL, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -30,17 +26,8 @@ from . import codec
 from .base import StorageUnavailable
 from .models import AuditEntry, ProviderSecret, Team, UsageRecord, VirtualKey
 from .runners import Op, Runner, postgres_runner, sqlite_runner
-from .schema import (
-    Money,
-    audit,
-    change_version,
-    changes,
-    provider_secrets,
-    spend,
-    teams,
-    usage,
-    virtual_keys,
-)
+from .schema import audit, changes, provider_secrets, teams, usage, virtual_keys
+from .statements import Statements
 
 __all__ = ["SqlStore"]
 
@@ -58,6 +45,14 @@ _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
+# With synchronous_commit=off PostgreSQL acknowledges a COMMIT before its WAL is written, and a
+# crash or an immediate stop in the next ~0.6 s (3 x wal_writer_delay) silently undoes it. The
+# usage writer drops its journal once write_usage returns, so usage batches insist on a local
+# WAL flush; a stricter setting (on, remote_write, remote_apply) is left as it is.
+_DURABLE_COMMIT = text(
+    "SELECT set_config('synchronous_commit', 'local', true)"
+    " WHERE current_setting('synchronous_commit') = 'off'"
+)
 
 
 def _utcnow() -> datetime:
@@ -81,6 +76,7 @@ class SqlStore:
 
     ``read_timeout``/``write_timeout`` bound every call, waiting for a connection included;
     past it, or when the database refuses the connection, the call raises StorageUnavailable.
+    ``pool_size``: connections (PostgreSQL: plus as many on overflow) or SQLite reader threads.
     """
 
     def __init__(
@@ -97,6 +93,7 @@ class SqlStore:
         self._write_timeout = write_timeout
         self._clock = clock
         self._pg = self.url.get_backend_name() == "postgresql"
+        self._sql = Statements(self.url.get_backend_name())
         self._runner: Runner
         if self._pg:
             self._runner = postgres_runner(self.url, pool_size, read_timeout)
@@ -125,29 +122,35 @@ class SqlStore:
 
     async def _read(self, op: Op[T]) -> T:
         async with self._guard(self._read_timeout):
+            try:
+                return await self._runner.read(op, self._read_timeout)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            # A pooled connection the server dropped (restart, failover, idle kill); the pool
+            # has discarded it and its elders. Reads are safe to retry once; writes are not.
+            # (Cheaper than pool_pre_ping, which costs asyncpg three round trips a call.)
             return await self._runner.read(op, self._read_timeout)
 
     async def _write(self, op: Op[T], seconds: float | None = None) -> T:
-        """Run ``op`` in one transaction (on SQLite: the one writer connection)."""
+        """Run ``op`` in one transaction."""
         seconds = seconds or self._write_timeout
         async with self._guard(seconds):
             return await self._runner.write(op, seconds)
 
-    def _upsert(
-        self, table: Table, row: codec.Row, keys: Sequence[str], keep: Sequence[str] = ()
-    ) -> Executable:
-        """INSERT ``row``, or on a key conflict update every column but ``keys`` and ``keep``."""
-        stmt = (postgresql.insert if self._pg else sqlite.insert)(table).values(row)
-        changed = {c: stmt.excluded[c] for c in row if c not in keys and c not in keep}
-        return stmt.on_conflict_do_update(index_elements=list(keys), set_=changed)
+    async def _one(self, stmt: Executable, params: codec.Row | None = None) -> RowMapping | None:
+        return await self._read(lambda conn: conn.execute(stmt, params).mappings().first())
+
+    async def _all(self, stmt: Executable) -> Sequence[RowMapping]:
+        return await self._read(lambda conn: conn.execute(stmt).mappings().all())
 
     def _bump(self, conn: Connection, kind: str, entity_id: str) -> None:
         """Record a key/team change under the next version. The counter row stays locked until
         commit, so versions commit in order and a reader never skips one."""
-        conn.execute(update(change_version).values(version=change_version.c.version + 1))
-        version = conn.execute(select(change_version.c.version)).scalar_one()
-        row: codec.Row = {"kind": kind, "entity_id": entity_id, "version": version}
-        conn.execute(self._upsert(changes, row, ("kind", "entity_id")))
+        conn.execute(self._sql.bump_version)
+        version = conn.execute(self._sql.version).scalar_one()
+        row = {"kind": kind, "entity_id": entity_id, "version": version}
+        conn.execute(self._sql.record_change, row)
 
     # --- lifecycle
 
@@ -163,19 +166,17 @@ class SqlStore:
         await self._runner.close()
 
     async def ping(self) -> None:
-        def op(conn: Connection) -> None:
-            conn.execute(select(literal(1)))
-
-        await self._read(op)
+        await self._one(select(literal(1)))
 
     # --- teams
 
     async def put_team(self, team: Team) -> None:
         row = codec.team_row(team, self._clock())
         keep = ("created_at",) if team.created_at is None else ()
+        upsert = self._sql.upsert(teams, ("id",), keep)
 
         def op(conn: Connection) -> None:
-            conn.execute(self._upsert(teams, row, ("id",), keep))
+            conn.execute(upsert, row)
             self._bump(conn, "team", team.id)
 
         await self._write(op)
@@ -190,10 +191,10 @@ class SqlStore:
 
     async def delete_team(self, team_id: str) -> bool:
         def op(conn: Connection) -> bool:
-            result = conn.execute(delete(teams).where(teams.c.id == team_id))
-            if result.rowcount:
+            deleted = conn.execute(delete(teams).where(teams.c.id == team_id)).rowcount
+            if deleted:
                 self._bump(conn, "team", team_id)
-            return bool(result.rowcount)
+            return bool(deleted)
 
         return await self._write(op)
 
@@ -202,9 +203,10 @@ class SqlStore:
     async def put_key(self, key: VirtualKey) -> None:
         row = codec.key_row(key, self._clock())
         keep = ("created_at",) if key.created_at is None else ()
+        upsert = self._sql.upsert(virtual_keys, ("id",), keep)
 
         def op(conn: Connection) -> None:
-            conn.execute(self._upsert(virtual_keys, row, ("id",), keep))
+            conn.execute(upsert, row)
             self._bump(conn, "key", key.id)
 
         await self._write(op)
@@ -214,7 +216,7 @@ class SqlStore:
         return None if row is None else codec.key_from_row(row)
 
     async def get_key_by_hash(self, key_hash: bytes) -> VirtualKey | None:
-        row = await self._one(select(virtual_keys).where(virtual_keys.c.key_hash == key_hash))
+        row = await self._one(self._sql.key_by_hash, {"p_hash": key_hash})
         return None if row is None else codec.key_from_row(row)
 
     async def list_keys(self, team_id: str | None = None) -> list[VirtualKey]:
@@ -226,11 +228,10 @@ class SqlStore:
     async def changes_since(self, version: int) -> tuple[int, list[str]]:
         def op(conn: Connection) -> tuple[int, list[str]]:
             # Counter first: a write landing in between is reported twice, never missed.
-            current = (conn.execute(select(change_version.c.version))).scalar_one()
+            current = int(conn.execute(self._sql.version).scalar_one())
             since = version if version <= current else 0  # a newer version: another database
             stmt = select(changes.c.entity_id).where(changes.c.version > since).distinct()
-            ids = (conn.execute(stmt)).scalars().all()
-            return int(current), sorted(ids)
+            return current, sorted(conn.execute(stmt).scalars())
 
         return await self._read(op)
 
@@ -238,11 +239,8 @@ class SqlStore:
 
     async def put_secret(self, secret: ProviderSecret) -> None:
         row = codec.secret_row(secret, self._clock())
-
-        def op(conn: Connection) -> None:
-            conn.execute(self._upsert(provider_secrets, row, ("name",)))
-
-        await self._write(op)
+        upsert = self._sql.upsert(provider_secrets, ("name",))
+        await self._write(lambda conn: conn.execute(upsert, row))
 
     async def get_secret(self, name: str) -> ProviderSecret | None:
         row = await self._one(select(provider_secrets).where(provider_secrets.c.name == name))
@@ -253,11 +251,8 @@ class SqlStore:
         return [codec.secret_from_row(r) for r in rows]
 
     async def delete_secret(self, name: str) -> bool:
-        def op(conn: Connection) -> bool:
-            stmt = delete(provider_secrets).where(provider_secrets.c.name == name)
-            return bool((conn.execute(stmt)).rowcount)
-
-        return await self._write(op)
+        stmt = delete(provider_secrets).where(provider_secrets.c.name == name)
+        return await self._write(lambda conn: bool(conn.execute(stmt).rowcount))
 
     # --- usage
 
@@ -267,21 +262,15 @@ class SqlStore:
             seen = latest.get(record.attempt_id)
             if seen is None or codec.settles(seen.status, record.status):
                 latest[record.attempt_id] = record
-        if not latest:
-            return
-        rows = [codec.usage_row(r) for r in latest.values()]
-        stmt = (postgresql.insert if self._pg else sqlite.insert)(usage)
-        columns = [c for c in rows[0] if c != "attempt_id"]
-        upsert = stmt.on_conflict_do_update(
-            index_elements=["attempt_id"],
-            set_={c: stmt.excluded[c] for c in columns},
-            where=or_(usage.c.status == "pending", stmt.excluded.status != "pending"),
-        )
+        if latest:
+            rows = [codec.usage_row(r) for r in latest.values()]
 
-        def op(conn: Connection) -> None:
-            conn.execute(upsert, rows)
+            def op(conn: Connection) -> None:
+                if self._pg:
+                    conn.execute(_DURABLE_COMMIT)  # acknowledged must mean kept: see above
+                conn.execute(self._sql.write_usage, rows)
 
-        await self._write(op)
+            await self._write(op)
 
     async def list_usage(
         self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000
@@ -303,66 +292,34 @@ class SqlStore:
         if limit is None:
             await self.adjust_spend(scope, period_start, amount)
             return True
-        where = (spend.c.scope == scope, spend.c.period_start == period_start)
-        added = spend.c.amount + literal(amount, Money())
-        # The one statement that decides: the database re-checks the WHERE under the row lock.
-        reserve = update(spend).where(*where, added <= literal(limit, Money())).values(amount=added)
-        row: codec.Row = {"scope": scope, "period_start": period_start, "amount": Decimal(0)}
-        create = (postgresql.insert if self._pg else sqlite.insert)(spend).values(row)
+        params = {"p_scope": scope, "p_start": period_start, "p_delta": amount, "p_limit": limit}
+        new = {"scope": scope, "period_start": period_start, "amount": Decimal(0)}
 
         def op(conn: Connection) -> bool:
-            if (conn.execute(reserve)).rowcount:
+            if conn.execute(self._sql.reserve, params).rowcount:
                 return True
-            conn.execute(create.on_conflict_do_nothing())  # first use of the period
-            return bool((conn.execute(reserve)).rowcount)
+            conn.execute(self._sql.open_period, new)  # first use of the period
+            return bool(conn.execute(self._sql.reserve, params).rowcount)
 
         return await self._write(op)
 
     async def adjust_spend(self, scope: str, period_start: datetime, delta: Decimal) -> None:
-        row: codec.Row = {"scope": scope, "period_start": period_start, "amount": delta}
-        stmt = (postgresql.insert if self._pg else sqlite.insert)(spend).values(row)
-        add = stmt.on_conflict_do_update(
-            index_elements=["scope", "period_start"],
-            set_={"amount": spend.c.amount + stmt.excluded.amount},
-        )
-
-        def op(conn: Connection) -> None:
-            conn.execute(add)
-
-        await self._write(op)
+        row = {"scope": scope, "period_start": period_start, "amount": delta}
+        await self._write(lambda conn: conn.execute(self._sql.add_spend, row))
 
     async def get_spend(self, scope: str, period_start: datetime) -> Decimal:
-        where = (spend.c.scope == scope, spend.c.period_start == period_start)
-        row = await self._one(select(spend.c.amount).where(*where))
+        row = await self._one(self._sql.get_spend, {"p_scope": scope, "p_start": period_start})
         return codec.money(row["amount"] if row is not None else 0)
 
     # --- audit
 
     async def audit(self, entry: AuditEntry) -> None:
         row = codec.audit_row(entry, self._clock())
-
-        def op(conn: Connection) -> None:
-            conn.execute(audit.insert().values(row))
-
-        await self._write(op)
+        await self._write(lambda conn: conn.execute(audit.insert(), row))
 
     async def list_audit(self, limit: int = 100) -> list[AuditEntry]:
         rows = await self._all(select(audit).order_by(audit.c.id.desc()).limit(limit))
         return [codec.audit_from_row(r) for r in rows]
-
-    # --- reads
-
-    async def _one(self, stmt: Executable) -> RowMapping | None:
-        def op(conn: Connection) -> RowMapping | None:
-            return (conn.execute(stmt)).mappings().first()
-
-        return await self._read(op)
-
-    async def _all(self, stmt: Executable) -> Sequence[RowMapping]:
-        def op(conn: Connection) -> Sequence[RowMapping]:
-            return (conn.execute(stmt)).mappings().all()
-
-        return await self._read(op)
 
 
 def _unavailable(exc: DBAPIError) -> bool:

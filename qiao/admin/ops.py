@@ -1,0 +1,272 @@
+"""The admin operations behind both the admin REST API and the ``qiao`` command line.
+
+Keys, teams and provider keys. Each function takes the store, the actor (who acts, for the
+audit log) and input already validated by :mod:`qiao.admin.schemas`; it writes the record and
+its audit entry and returns the record. A created or rotated key comes back with its secret,
+which exists nowhere else: the store keeps only its SHA-256 digest and a hint. Failures are
+:class:`~qiao.errors.QiaoError` (400, 404), which the API renders and the CLI prints.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ..auth import digest
+from ..errors import InvalidRequest, NotFound
+from ..secrets import SecretError, Vault, hint
+from ..storage.base import Store
+from ..storage.models import AuditEntry, Limits, ProviderSecret, Team, VirtualKey
+from .schemas import KeyIn, KeyPatch, SecretIn, TeamIn, TeamPatch
+
+__all__ = [
+    "Issued",
+    "create_key",
+    "create_team",
+    "delete_provider_key",
+    "delete_team",
+    "find_team",
+    "get_key",
+    "get_team",
+    "new_secret",
+    "revoke_key",
+    "rotate_key",
+    "rotate_master",
+    "set_provider_key",
+    "update_key",
+    "update_team",
+]
+
+SECRET_PREFIX = "sk-qiao-"  # noqa: S105 (a prefix, not a password)
+NO_MASTER_KEY = (
+    "No master key is loaded (set QIAO_MASTER_KEY or QIAO_MASTER_KEY_FILE): "
+    "provider keys cannot be stored encrypted."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A key and its secret, shown once. ``old_hash``: the digest a rotation replaced."""
+
+    key: VirtualKey
+    secret: str
+    old_hash: bytes | None = None
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _audit(store: Store, actor: str, action: str, target: str, **detail: Any) -> None:
+    await store.audit(
+        AuditEntry(actor=actor, action=action, target=target, detail=detail, at=_now())
+    )
+
+
+# ---------------------------------------------------------------------- look-ups
+
+
+async def get_key(store: Store, key_id: str) -> VirtualKey:
+    key = await store.get_key(key_id)
+    if key is None:
+        raise NotFound(f"No key {key_id!r}.", code="key_not_found")
+    return key
+
+
+async def get_team(store: Store, team_id: str) -> Team:
+    team = await store.get_team(team_id)
+    if team is None:
+        raise NotFound(f"No team {team_id!r}.", code="team_not_found")
+    return team
+
+
+async def find_team(store: Store, ref: str) -> Team:
+    """A team by id, else by name (which must then be unique) — for people typing names."""
+    team = await store.get_team(ref)
+    if team is not None:
+        return team
+    named = [t for t in await store.list_teams() if t.name == ref]
+    if len(named) > 1:
+        ids = ", ".join(t.id for t in named)
+        raise InvalidRequest(f"{len(named)} teams are named {ref!r} ({ids}); give the id.")
+    if not named:
+        raise NotFound(f"No team {ref!r}.", code="team_not_found")
+    return named[0]
+
+
+async def _check_team(store: Store, team_id: str | None) -> None:
+    if team_id and await store.get_team(team_id) is None:
+        raise InvalidRequest(f"No team {team_id!r}.", param="team_id")
+
+
+# ---------------------------------------------------------------------- keys
+
+
+async def create_key(store: Store, actor: str, body: KeyIn) -> Issued:
+    await _check_team(store, body.team_id)
+    secret = new_secret()
+    now = _now()
+    key = VirtualKey(
+        id="key_" + secrets.token_hex(8),
+        name=body.name,
+        key_hash=digest(secret),
+        hint=hint(secret),
+        team_id=body.team_id,
+        models=tuple(body.models),
+        cidrs=tuple(body.cidrs),
+        expires_at=body.expires_at,
+        metadata=body.metadata,
+        limits=body.limits.to_limits() if body.limits else Limits(),
+        model_limits={m: lim.to_limits() for m, lim in body.model_limits.items()},
+        budget=body.budget.to_budget() if body.budget else None,
+        role=body.role,
+        created_at=now,
+        updated_at=now,
+    )
+    await store.put_key(key)
+    await _audit(store, actor, "key.create", key.id, name=key.name, role=key.role)
+    return Issued(key, secret)
+
+
+def _key_changes(patch: KeyPatch) -> dict[str, Any]:
+    """The fields ``patch`` sets; a field given as null resets it (no team, no limits, ...)."""
+    given = patch.model_fields_set
+    changes: dict[str, Any] = {}
+    for field in ("name", "team_id", "expires_at", "metadata", "role"):
+        if field in given:
+            changes[field] = getattr(patch, field)
+    if "models" in given and patch.models is not None:
+        changes["models"] = tuple(patch.models)
+    if "cidrs" in given and patch.cidrs is not None:
+        changes["cidrs"] = tuple(patch.cidrs)
+    if "limits" in given:
+        changes["limits"] = patch.limits.to_limits() if patch.limits else Limits()
+    if "model_limits" in given:
+        changes["model_limits"] = {m: v.to_limits() for m, v in (patch.model_limits or {}).items()}
+    if "budget" in given:
+        changes["budget"] = patch.budget.to_budget() if patch.budget else None
+    return changes
+
+
+async def update_key(store: Store, actor: str, key_id: str, patch: KeyPatch) -> VirtualKey:
+    key = await get_key(store, key_id)
+    changes = _key_changes(patch)
+    await _check_team(store, changes.get("team_id"))
+    updated = replace(key, **changes, updated_at=_now())
+    await store.put_key(updated)
+    await _audit(store, actor, "key.update", key.id, fields=sorted(changes))
+    return updated
+
+
+async def revoke_key(store: Store, actor: str, key_id: str) -> VirtualKey:
+    key = await get_key(store, key_id)
+    updated = replace(key, revoked_at=key.revoked_at or _now(), updated_at=_now())
+    await store.put_key(updated)
+    await _audit(store, actor, "key.revoke", key.id)
+    return updated
+
+
+async def rotate_key(store: Store, actor: str, key_id: str) -> Issued:
+    key = await get_key(store, key_id)
+    if key.revoked_at is not None:
+        raise InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
+    secret = new_secret()
+    updated = replace(key, key_hash=digest(secret), hint=hint(secret), updated_at=_now())
+    await store.put_key(updated)
+    await _audit(store, actor, "key.rotate", key.id)
+    return Issued(updated, secret, key.key_hash)
+
+
+# ---------------------------------------------------------------------- teams
+
+
+async def create_team(store: Store, actor: str, body: TeamIn) -> Team:
+    team = Team(
+        id="team_" + secrets.token_hex(6),
+        name=body.name,
+        limits=body.limits.to_limits() if body.limits else Limits(),
+        budget=body.budget.to_budget() if body.budget else None,
+        metadata=body.metadata,
+        created_at=_now(),
+    )
+    await store.put_team(team)
+    await _audit(store, actor, "team.create", team.id, name=team.name)
+    return team
+
+
+async def update_team(store: Store, actor: str, team_id: str, patch: TeamPatch) -> Team:
+    team = await get_team(store, team_id)
+    given = patch.model_fields_set
+    changes: dict[str, Any] = {}
+    if "name" in given and patch.name:
+        changes["name"] = patch.name
+    if "metadata" in given:
+        changes["metadata"] = patch.metadata or {}
+    if "limits" in given:
+        changes["limits"] = patch.limits.to_limits() if patch.limits else Limits()
+    if "budget" in given:
+        changes["budget"] = patch.budget.to_budget() if patch.budget else None
+    updated = replace(team, **changes)
+    await store.put_team(updated)
+    await _audit(store, actor, "team.update", team.id, fields=sorted(changes))
+    return updated
+
+
+async def delete_team(store: Store, actor: str, team_id: str) -> Team:
+    team = await get_team(store, team_id)
+    if await store.list_keys(team_id=team.id):
+        raise InvalidRequest("The team still has keys; move or revoke them first.")
+    await store.delete_team(team.id)
+    await _audit(store, actor, "team.delete", team.id)
+    return team
+
+
+# ---------------------------------------------------------------------- provider keys
+
+
+async def set_provider_key(
+    store: Store, actor: str, vault: Vault | None, name: str, body: SecretIn
+) -> ProviderSecret:
+    if vault is None:
+        raise InvalidRequest(NO_MASTER_KEY, code="no_master_key")
+    try:
+        sealed = vault.seal(name, body.api_key)
+    except SecretError as exc:
+        raise InvalidRequest(str(exc)) from None
+    sealed.updated_at = _now()
+    await store.put_secret(sealed)
+    await _audit(store, actor, "provider_key.set", name, hint=sealed.hint)
+    return sealed
+
+
+async def delete_provider_key(store: Store, actor: str, name: str) -> None:
+    if not await store.delete_secret(name):
+        raise NotFound(f"No stored key for provider {name!r}.")
+    await _audit(store, actor, "provider_key.delete", name)
+
+
+async def rotate_master(store: Store, actor: str, vault: Vault) -> list[ProviderSecret]:
+    """Re-seal every stored provider key under ``vault``'s current master.
+
+    All are opened before any is written, so a key that does not open changes nothing. Each
+    write is whole; if the run stops part-way, running it again with the same keys finishes it
+    (secrets already under the current master open with it).
+    """
+    stored = await store.list_secrets()
+    try:
+        resealed = vault.rotate(stored)
+    except SecretError as exc:
+        raise InvalidRequest(str(exc), code="master_key_mismatch") from None
+    for secret in resealed:
+        await store.put_secret(secret)
+    previous = sorted({s.key_id for s in stored})
+    await _audit(
+        store, actor, "master_key.rotate", vault.key_id, count=len(resealed), previous=previous
+    )
+    return resealed
