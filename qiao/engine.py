@@ -225,7 +225,7 @@ class Engine:
         inlined = False
         for n, route in enumerate(routes, 1):
             if route.protocol == "gemini" and ex.protocol != "gemini" and not inlined:
-                if ex.kind == "chat":  # Gemini takes media as bytes: fetch URLs, SSRF-guarded
+                if ex.kind in ("chat", "responses"):  # Gemini takes media as bytes: fetch URLs
                     await self.fetcher.inline(ex.canonical())
                 inlined = True
             rec.provider = route.upstream.name

@@ -32,9 +32,9 @@ class Exchange:
     def canonical(self) -> Request:
         """The request decoded into canonical form (once, on first need)."""
         if self._canonical is None:
-            from .codecs.registry import codec_for
+            from .codecs.registry import client_codec
 
-            self._canonical = codec_for(self.protocol).decode_request(
+            self._canonical = client_codec(self.protocol, self.kind).decode_request(
                 self.body, model=self.model, stream=self.stream
             )
         return self._canonical

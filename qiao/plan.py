@@ -33,6 +33,11 @@ _OPENAI_OPS: dict[Kind, Op] = {
 }
 
 
+# OpenAI-type providers that serve /v1/responses themselves; to the others a Responses request
+# is translated into chat completions (Codex reaching DeepSeek, Qwen, ...).
+RESPONSES_NATIVE = frozenset({"openai", "azure", "mock", "openrouter", "xai", "doubao"})
+
+
 class UnsupportedByTarget(InvalidRequest):
     """This target cannot serve this kind of request; another target might."""
 
@@ -74,7 +79,9 @@ def _request(
 
 def _plan_openai(ex: Exchange, route: Route) -> Plan:
     info, model = route.upstream.info, route.model
-    if ex.protocol == "openai":
+    if ex.protocol == "openai" and not (
+        ex.kind == "responses" and info.config.type not in RESPONSES_NATIVE
+    ):
         op = _OPENAI_OPS.get(ex.kind)
         if op is None:
             raise _unsupported(ex, route)
@@ -84,7 +91,7 @@ def _plan_openai(ex: Exchange, route: Route) -> Plan:
         url = openai.upstream_url(info, op, model)
         req = _request(route, url, openai.upstream_headers(info, ex.headers), body, ex)
         return Plan(req, "openai", False, wants, op)
-    if ex.kind == "chat":
+    if ex.kind in ("chat", "responses"):
         canonical = ex.canonical()
         max_n = info.preset.max_n if info.preset else None
         if max_n is not None and canonical.n > max_n:
@@ -131,7 +138,7 @@ def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
         body = anthropic.passthrough_body(ex.raw, ex.body, model)
         headers = anthropic.upstream_headers(info, ex.headers)
         translate = False
-    elif ex.kind == "chat":
+    elif ex.kind in ("chat", "responses"):
         wire = anthropic_codec.encode_request(ex.canonical(), model)
         body = orjson.dumps(wire)
         url = anthropic.messages_url(info)
@@ -186,7 +193,7 @@ def _plan_gemini(ex: Exchange, route: Route) -> Plan:
         url = _gemini_url(route, ex.gemini_method, ex.stream)
         body = gemini.passthrough_body(ex.raw, ex.body, model)
         return Plan(_request(route, url, headers, body, ex), "gemini", False)
-    if ex.kind == "chat":
+    if ex.kind in ("chat", "responses"):
         wire = gemini_codec.encode_request(ex.canonical(), model)
         method = "streamGenerateContent" if ex.stream else "generateContent"
     elif ex.kind == "embeddings" and ex.protocol == "openai":

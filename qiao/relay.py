@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .canonical import Request, StreamError, StreamStart, Usage, UsageEvent
 from .codecs import embeddings
-from .codecs.registry import codec_for
+from .codecs.registry import client_codec, codec_for
 from .engine import Opened
 from .errors import QiaoError, UpstreamError, UpstreamProtocolError
 from .exchange import Exchange
@@ -139,7 +139,8 @@ def _translate_body(ex: Exchange, opened: Opened, obj: Any) -> tuple[bytes, dict
         )
     resp = codec_for(opened.plan.upstream_protocol).decode_response(obj)
     resp.model = ex.model
-    return orjson.dumps(codec_for(ex.protocol).encode_response(resp)), usage_dict(resp.usage)
+    client = client_codec(ex.protocol, ex.kind)
+    return orjson.dumps(client.encode_response(resp)), usage_dict(resp.usage)
 
 
 # --------------------------------------------------------------------------- streams
@@ -252,7 +253,7 @@ class _Observed:
 class _Translator:
     def __init__(self, ex: Exchange, opened: Opened) -> None:
         self._decoder = codec_for(opened.plan.upstream_protocol).StreamDecoder()
-        self._encoder = codec_for(ex.protocol).StreamEncoder(ex.canonical())
+        self._encoder = client_codec(ex.protocol, ex.kind).StreamEncoder(ex.canonical())
         self._model = ex.model
         memory = opened.route.upstream.reasoning
         self._observe = EventReasoning(memory) if memory is not None else None

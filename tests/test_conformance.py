@@ -47,10 +47,12 @@ providers:
   p-openai: {{type: openai, base_url: "{fakes["openai"].base_url}", api_key: sk-up-openai-0123456789}}
   p-anthropic: {{type: anthropic, base_url: "{fakes["anthropic"].url}", api_key: sk-ant-up-0123456789}}
   p-gemini: {{type: gemini, base_url: "{fakes["gemini"].url}", api_key: AIza-up-gemini-0123456789}}
+  p-deepseek: {{type: deepseek, base_url: "{fakes["openai"].base_url}", api_key: sk-up-openai-0123456789}}
 models:
   up-openai: [{{provider: p-openai, model: gpt-4o-mini}}]
   up-anthropic: [{{provider: p-anthropic, model: claude-sonnet-4-6}}]
   up-gemini: [{{provider: p-gemini, model: gemini-2.5-flash}}]
+  up-deepseek: [{{provider: p-deepseek, model: gpt-4o-mini}}]
 keys: [{{name: t, key: {CLIENT_KEY}}}]
 """
     with Gateway(config) as g:
@@ -389,3 +391,65 @@ def test_mid_conversation_system_message_gets_its_beta(gw: Gateway, fakes: dict[
         m["role"] == "system" for m in sent.json["messages"]
     )
     assert "mid-conversation-system-2026-04-07" in sent.headers["anthropic-beta"]
+
+
+# The Responses API (Codex, newer OpenAI clients) to providers that do not speak it.
+RESPONSES_TARGETS = [("anthropic", "anthropic"), ("gemini", "gemini"), ("deepseek", "openai")]
+
+
+@pytest.mark.parametrize(("alias", "fake"), RESPONSES_TARGETS)
+@matrix
+def test_responses_api_translated(
+    gw: Gateway, fakes: dict[str, Any], alias: str, fake: str, stream: bool
+) -> None:
+    client = openai.OpenAI(
+        base_url=gw.base_url, api_key=CLIENT_KEY, max_retries=0, _strict_response_validation=True
+    )
+    kw: dict[str, Any] = {
+        "model": f"up-{alias}",
+        "instructions": "be brief",
+        "input": "hello there",
+        "max_output_tokens": 100,
+        "store": False,
+    }
+    if stream:
+        with client.responses.stream(**kw) as s:
+            final = s.get_final_response()
+    else:
+        final = client.responses.create(**kw)
+    assert final.output_text == "echo: hello there"
+    assert final.usage is not None and final.usage.output_tokens > 0
+    sent = fakes[fake].last_request
+    assert "/responses" not in sent.path  # translated, not passed through
+    assert "be brief" in json.dumps(sent.json)
+
+
+@pytest.mark.parametrize(("alias", "fake"), RESPONSES_TARGETS)
+def test_responses_api_tool_loop_translated(
+    gw: Gateway, fakes: dict[str, Any], alias: str, fake: str
+) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key=CLIENT_KEY, max_retries=0)
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "weather",
+            "strict": False,
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    with client.responses.stream(model=f"up-{alias}", input="Paris", tools=tools, store=False) as s:
+        first = s.get_final_response()
+    call = next(o for o in first.output if o.type == "function_call")
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
+    history = [
+        {"role": "user", "content": "Paris"},
+        *[o.model_dump(exclude_none=True) for o in first.output],
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    second = client.responses.create(model=f"up-{alias}", input=history, store=False)
+    assert second.output_text.startswith("echo:")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..providers.presets import Protocol
-from . import anthropic, gemini, openai_chat
+from . import anthropic, gemini, openai_chat, responses
 
-__all__ = ["codec_for"]
+__all__ = ["client_codec", "codec_for"]
 
 _CODECS: dict[str, ModuleType] = {
     "openai": openai_chat,
@@ -17,4 +17,11 @@ _CODECS: dict[str, ModuleType] = {
 
 
 def codec_for(protocol: Protocol) -> ModuleType:
+    return _CODECS[protocol]
+
+
+def client_codec(protocol: Protocol, kind: str) -> ModuleType:
+    """The codec of what the client speaks: the Responses API is OpenAI's second dialect."""
+    if kind == "responses":
+        return responses
     return _CODECS[protocol]
