@@ -36,13 +36,66 @@ def headers(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
 
-def body(model: str, *, stream: bool = False, usage: bool = False) -> bytes:
-    obj: dict[str, Any] = {"model": model, "messages": MESSAGES, "max_tokens": 16}
+def body(
+    model: str,
+    *,
+    stream: bool = False,
+    usage: bool = False,
+    messages: list[dict[str, str]] | None = None,
+) -> bytes:
+    obj: dict[str, Any] = {"model": model, "messages": messages or MESSAGES, "max_tokens": 16}
     if stream:
         obj["stream"] = True
         if usage:
             obj["stream_options"] = {"include_usage": True}
     return orjson.dumps(obj)
+
+
+_PROSE = (
+    "Our warehouse in Rotterdam ships pallets to twelve regional depots every weekday. "
+    "Each depot reports stock levels at noon, and late reports delay the evening plan. "
+    "Drivers work in two shifts; the second shift starts at fourteen hundred hours. "
+)
+
+
+def messages_2k(size: int = 2048, model: str = "pt-bench") -> list[dict[str, str]]:
+    """A four-message chat (system, user, assistant, user) whose non-streaming OpenAI body for
+    ``model`` is exactly ``size`` bytes: the request of the translation scenarios."""
+
+    def prose(n: int, offset: int) -> str:
+        text = (_PROSE * (1 + (n + offset) // len(_PROSE)))[offset : offset + n]
+        return text.strip() or "ok"
+
+    msgs = [
+        {"role": "system", "content": "You are a concise planning assistant. " + prose(260, 0)},
+        {"role": "user", "content": "Here is today's situation. " + prose(620, 40)},
+        {"role": "assistant", "content": "Understood. A summary: " + prose(420, 90)},
+        {"role": "user", "content": ""},
+    ]
+    short = len(body(model, messages=msgs))
+    msgs[-1]["content"] = prose(max(1, size - short), 150)
+    while len(body(model, messages=msgs)) > size and len(msgs[-1]["content"]) > 1:
+        msgs[-1]["content"] = msgs[-1]["content"][:-1]
+    return msgs
+
+
+def anthropic_body(model: str, messages: list[dict[str, str]], *, stream: bool = False) -> bytes:
+    """The same chat as an Anthropic Messages body (for requests sent straight to the fake)."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    obj: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 16,
+        "messages": [m for m in messages if m["role"] != "system"],
+    }
+    if system:
+        obj["system"] = system
+    if stream:
+        obj["stream"] = True
+    return orjson.dumps(obj)
+
+
+def anthropic_headers(key: str = KEY) -> dict[str, str]:
+    return {"x-api-key": key, "anthropic-version": "2023-06-01", "Content-Type": "application/json"}
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -111,6 +164,7 @@ async def open_loop(
     key: str = KEY,
     request_timeout: float = 10.0,
     warmup: int = 20,
+    data: bytes | None = None,
 ) -> OpenLoopResult:
     """Send ``rate`` requests per second for ``seconds``, each on schedule.
 
@@ -121,7 +175,7 @@ async def open_loop(
     url = base_url.rstrip("/") + PATH
     ref = ref_url.rstrip("/") + PATH if ref_url else None
     hdrs = headers(key)
-    data = body(model)
+    data = data or body(model)
     res = OpenLoopResult()
     async with _session() as session:
 
@@ -173,6 +227,81 @@ async def open_loop(
             res.total_sent += 1
         await asyncio.wait(tasks, timeout=request_timeout + 1)
     return res
+
+
+@dataclass
+class Series:
+    """One stream of requests in :func:`open_loop_series`."""
+
+    name: str
+    url: str  # the full URL
+    data: bytes
+    headers: dict[str, str]
+    offset: float = 0.0  # fraction of the interval by which this series' ticks are shifted
+
+
+async def open_loop_series(
+    series: Sequence[Series],
+    rate: float,
+    seconds: float,
+    *,
+    request_timeout: float = 10.0,
+    warmup: int = 20,
+) -> dict[str, OpenLoopResult]:
+    """Several open loops in one time window: each series sends ``rate`` requests per second on
+    its own schedule, shifted by ``offset`` of the interval so that the series do not contend
+    for the same instant. Compares, say, passthrough with translation under the same noise."""
+    interval = 1.0 / rate
+    results = {s.name: OpenLoopResult() for s in series}
+    async with _session() as session:
+
+        async def one(s: Series, record: bool) -> None:
+            res = results[s.name]
+            t0 = time.perf_counter()
+            try:
+                async with asyncio.timeout(request_timeout):
+                    async with session.post(s.url, data=s.data, headers=s.headers) as r:
+                        await r.read()
+                        ok = r.status == 200
+                        if not ok and not res.error_sample:
+                            res.error_sample = f"HTTP {r.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                ok = False
+                if not res.error_sample:
+                    res.error_sample = type(exc).__name__
+            if not record:
+                return
+            if ok:
+                res.latencies.append(time.perf_counter() - t0)
+            else:
+                res.errors += 1
+
+        for s in series:
+            await asyncio.gather(*(one(s, False) for _ in range(min(warmup, 5))))
+            for _ in range(max(0, warmup - 5)):
+                await one(s, False)
+            results[s.name].total_sent = warmup
+
+        ticks = sorted(
+            (i * interval + (s.offset % 1.0) * interval, k)
+            for i in range(int(rate * seconds))
+            for k, s in enumerate(series)
+        )
+        tasks = []
+        start = time.perf_counter() + 0.05
+        for at, k in ticks:
+            s = series[k]
+            due = start + at
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            res = results[s.name]
+            res.max_lateness_ms = max(res.max_lateness_ms, (time.perf_counter() - due) * 1000)
+            tasks.append(asyncio.ensure_future(one(s, True)))
+            res.sent += 1
+            res.total_sent += 1
+        await asyncio.wait(tasks, timeout=request_timeout + 1)
+    return results
 
 
 # --------------------------------------------------------------------- streaming
@@ -261,6 +390,7 @@ async def stream_ttft(
     request_timeout: float = 15.0,
     deadline_s: float = 120.0,
     warmup: int = 10,
+    data: bytes | None = None,
 ) -> StreamResult:
     """``n`` streamed requests, ``concurrency`` at a time: time to first token and total.
 
@@ -270,7 +400,7 @@ async def stream_ttft(
     url = base_url.rstrip("/") + PATH
     ref = ref_url.rstrip("/") + PATH if ref_url else None
     hdrs = headers(key)
-    data = body(model, stream=True)
+    data = data or body(model, stream=True)
     res = StreamResult()
     stop_at = time.perf_counter() + deadline_s
     async with _session() as session:
@@ -350,6 +480,7 @@ async def hold_streams(
     hold_s: float = 3.0,
     sample: Callable[[], float] | None = None,
     sample_every: float = 0.5,
+    data: bytes | None = None,
 ) -> HoldResult:
     """Open ``n`` streams at once, wait until each has its first token, hold, close.
 
@@ -359,7 +490,7 @@ async def hold_streams(
     """
     url = base_url.rstrip("/") + PATH
     hdrs = headers(key)
-    data = body(model, stream=True)
+    data = data or body(model, stream=True)
     res = HoldResult(requested=n)
     all_up = asyncio.Event()
 

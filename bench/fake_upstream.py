@@ -10,13 +10,19 @@ It serves ``POST /v1/chat/completions`` (and ``/chat/completions``):
 * streaming (``"stream": true``): 20 ``chat.completion.chunk`` SSE events
   (``--chunks``), the ``include_usage`` chunk when ``stream_options`` asks for
   it, then ``data: [DONE]``;
+* ``POST /v1/messages`` (Anthropic's Messages API): a ``message`` object with
+  ``usage``, or with ``"stream": true`` Anthropic's SSE (``event:`` lines):
+  ``message_start``, ``content_block_start``, ``ping``, 20 ``text_delta``
+  ``content_block_delta`` events, ``content_block_stop``, ``message_delta``
+  (stop reason, usage), ``message_stop``;
 * ``GET /health`` and ``GET /v1/models`` for readiness checks.
 
 Behaviour comes from the command line (defaults) and can be overridden per
 request by the ``model`` name, which every gateway forwards unchanged: dash
 separated tokens ``d<ms>`` (delay before the response), ``c<ms>`` (delay
-between stream chunks) and ``hold<s>`` (stream: send the first chunk, then keep
-the stream open that many seconds before finishing). ``bench-d50`` answers after
+between stream chunks), ``n<count>`` (chunks per stream, 2..10000) and
+``hold<s>`` (stream: send the first chunk, then keep the stream open that many
+seconds before finishing). ``bench-d50`` answers after
 50 ms; ``bench-hold20`` holds a stream open 20 s. The same keys work in the
 query string for direct use: ``?delay_ms=50&chunk_delay_ms=1&hold_s=20``.
 
@@ -40,6 +46,7 @@ CREATED = 1_700_000_000
 MAX_HEAD = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 MAX_HOLD_S = 120.0
+MAX_CHUNKS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class Behaviour:
                     b = replace(b, delay_ms=float(tok[1:]))
                 elif tok.startswith("c") and len(tok) > 1:
                     b = replace(b, chunk_delay_ms=float(tok[1:]))
+                elif tok.startswith("n") and len(tok) > 1:
+                    b = replace(b, chunks=max(2, min(int(tok[1:]), MAX_CHUNKS)))
             except ValueError:
                 continue
         if query:
@@ -141,6 +150,75 @@ def stream_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
     return [_chunked(e) for e in events]
 
 
+def message_bytes(model: str) -> bytes:
+    """A non-streaming Anthropic ``message`` answer."""
+    body = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": "Hello from the fake upstream."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 7},
+    }
+    return _http("200 OK", b"application/json", orjson.dumps(body))
+
+
+def _sse(name: str, obj: dict[str, object]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+def message_events(model: str, deltas: int) -> list[bytes]:
+    """Anthropic's SSE for one streamed answer of ``deltas`` text deltas, framed as HTTP chunks.
+
+    Write 0 carries message_start, content_block_start, ping and the first delta (so that a held
+    stream has delivered a token); writes 1..deltas-1 one delta each; the last write closes the
+    block and the message (content_block_stop, message_delta with usage, message_stop).
+    """
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 1},
+        },
+    }
+    head = (
+        _sse("message_start", start)
+        + _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+        )
+        + _sse("ping", {"type": "ping"})
+    )  # fmt: skip
+    writes = []
+    for i in range(deltas):
+        delta = {"type": "text_delta", "text": WORDS[i % len(WORDS)]}
+        ev = _sse(
+            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+        )
+        writes.append(head + ev if i == 0 else ev)
+    tail = (
+        _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        + _sse(
+            "message_delta",
+            {"type": "message_delta",
+             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": deltas}},
+        )
+        + _sse("message_stop", {"type": "message_stop"})
+    )  # fmt: skip
+    writes.append(tail)
+    return [_chunked(w) for w in writes]
+
+
 class Fake:
     """Shared state: defaults and caches of pre-serialised answers."""
 
@@ -149,6 +227,8 @@ class Fake:
         self._behaviour: dict[tuple[str, bytes], Behaviour] = {}
         self._completion: dict[str, bytes] = {}
         self._stream: dict[tuple[str, int, bool], list[bytes]] = {}
+        self._message: dict[str, bytes] = {}
+        self._message_stream: dict[tuple[str, int], list[bytes]] = {}
         self.requests = 0
         self.open_streams = 0
 
@@ -176,6 +256,23 @@ class Fake:
             out = stream_events(model, chunks, include_usage)
             if len(self._stream) < 4096:
                 self._stream[key] = out
+        return out
+
+    def message(self, model: str) -> bytes:
+        out = self._message.get(model)
+        if out is None:
+            out = message_bytes(model)
+            if len(self._message) < 4096:
+                self._message[model] = out
+        return out
+
+    def message_stream(self, model: str, chunks: int) -> list[bytes]:
+        key = (model, chunks)
+        out = self._message_stream.get(key)
+        if out is None:
+            out = message_events(model, chunks)
+            if len(self._message_stream) < 4096:
+                self._message_stream[key] = out
         return out
 
 
@@ -282,7 +379,8 @@ class HttpProtocol(asyncio.Protocol):
     def _handle(self, method: bytes, target: bytes, body: bytes, close: bool) -> None:
         path, _, query = target.partition(b"?")
         fake = self.fake
-        if method == b"POST" and path.endswith(b"/chat/completions"):
+        openai = path.endswith(b"/chat/completions")
+        if method == b"POST" and (openai or path.endswith(b"/messages")):
             fake.requests += 1
             try:
                 obj = orjson.loads(body)
@@ -294,20 +392,24 @@ class HttpProtocol(asyncio.Protocol):
             b = fake.behaviour(model, query)
             stream = obj.get("stream") is True
             if stream:
-                opts = obj.get("stream_options")
-                usage = isinstance(opts, dict) and opts.get("include_usage") is True
-                events = fake.stream(model, b.chunks, usage)
+                if openai:
+                    opts = obj.get("stream_options")
+                    usage = isinstance(opts, dict) and opts.get("include_usage") is True
+                    events = fake.stream(model, b.chunks, usage)
+                else:
+                    events = fake.message_stream(model, b.chunks)
                 if b.delay_ms <= 0 and b.chunk_delay_ms <= 0 and b.hold_s <= 0:
                     self._write(SSE_HEAD + b"".join(events) + CHUNKED_END)
                     self._finish(close)
                     return
                 self.task = asyncio.ensure_future(self._stream(b, events, close))
                 return
+            answer = fake.completion(model) if openai else fake.message(model)
             if b.delay_ms <= 0:
-                self._write(fake.completion(model))
+                self._write(answer)
                 self._finish(close)
                 return
-            self.task = asyncio.ensure_future(self._delayed(b, fake.completion(model), close))
+            self.task = asyncio.ensure_future(self._delayed(b, answer, close))
             return
         if method == b"GET" and path in (b"/health", b"/v1/models", b"/models", b"/"):
             self._write(MODELS if path.endswith(b"models") else OK_JSON)

@@ -1,7 +1,7 @@
 """Qiao's benchmark: one command, every target side by side, bounded in time.
 
-    python bench/run.py            # full run, ~9 min on a quiet machine, at most ~20 min
-    python bench/run.py --quick    # ~3 min, fewer and shorter runs
+    python bench/run.py            # every target, ~14 min on a quiet machine, bounded
+    python bench/run.py --quick    # ~5 min, fewer and shorter runs
     python bench/run.py --qiao-rev HEAD   # a committed revision of qiao/, not the work tree
 
 Layout on the 2-core machine: each gateway is one process pinned to core 0;
@@ -10,7 +10,17 @@ Targets, one after another against the same fake:
 
 * ``direct``    - the rig talks to the fake; the reference for "added" figures
 * ``baseline``  - bench/baseline_aiohttp.py, the aiohttp+uvloop floor
-* ``qiao``      - ``qiao serve`` with a virtual key and its access log on (to a file)
+* ``qiao``      - ``qiao serve`` with a virtual key and its access log on (to a file),
+                  keys and usage in an SQLite store in a temp dir (the default setup)
+* ``qiao+limits`` - the same, but the key has rpm/tpm/concurrency limits and a token
+                  budget that never trips: every request runs the limiter and the budget
+                  reservation and settlement
+* ``qiao-mem``  - the same as ``qiao`` with ``storage.url: memory://`` (closed loop only):
+                  what the SQLite usage writes cost
+* ``qiao-rev``  - ``--compare-rev REV`` (e.g. the commit before storage), closed loop only
+* ``translate`` - one Qiao with an OpenAI-type and an Anthropic-type provider on the same
+                  fake: OpenAI-SDK requests (2 KB) passed through vs translated to Anthropic's
+                  Messages API and back, non-streaming and streaming
 * ``starlette`` - bench/baseline_starlette.py (starlette+uvicorn+httpx), optional
 * ``litellm``   - LiteLLM's proxy, one worker, from bench/.litellm-venv
 
@@ -43,9 +53,11 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +79,13 @@ MODEL = "gpt-4o-mini"
 SLOW_MODEL = "bench-d50"  # the fake answers after 50 ms
 STREAM_MODEL = "bench-c1"  # 20 chunks, 1 ms apart
 HOLD_MODEL = "bench-hold60"  # first chunk, then held open (we close it first)
+# translation scenarios: "pt-…" routes to the OpenAI-type provider, "tr-…" to the Anthropic one
+PASS, TRANS = "pt-bench", "tr-bench"
+# The budget of qiao+limits, in tokens: never reached in a run (~40 tokens a request). The SQLite
+# store keeps amounts as 64-bit integers of 1e-9 units, so at most ~9.2e9: a larger budget
+# (1e12, say) is accepted by the config but every request then fails with a 500.
+BUDGET_TOKENS = "1000000000"
+ALL_PHASES = frozenset({"wrk", "open", "stream", "hold"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEADLINE = [math.inf]  # perf_counter() after which noisy phases are no longer re-done
 
@@ -116,6 +135,19 @@ def cpu_seconds(pid: int) -> float:
         if p == pid:
             total += int(fields[13]) + int(fields[14])  # cutime, cstime
     return total / CLK_TCK
+
+
+def cpu_exact(pid: int) -> float:
+    """CPU seconds of the live threads of the process tree, to the ns (schedstat); the stat
+    ticks of cpu_seconds() are 10 ms, too coarse for a block of a few hundred streams."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0])
+    return total / 1e9
 
 
 def rss_mb(pid: int) -> float:
@@ -327,6 +359,9 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)
     key: str = CLIENT_KEY
     skip: str | None = None
+    phases: frozenset[str] = ALL_PHASES
+    store_dir: Path | None = None  # a temp dir with the SQLite store and journal; removed after
+    extra_keys: dict[str, str] = field(default_factory=dict)  # label -> key: more wrk phases
 
     @property
     def url(self) -> str:
@@ -337,7 +372,42 @@ class Target:
         return bool(self.cmd)
 
 
-def qiao_config(port: int, fake_port: int) -> str:
+def qiao_config(
+    port: int,
+    fake_port: int,
+    store: Path | None,
+    *,
+    key_options: str = "",
+    extra_keys: str = "",
+    translate: bool = False,
+    memory: bool = False,
+) -> str:
+    """``store``: the temp dir of the SQLite store and usage journal (None: no storage
+    section, for a revision before the store existed); ``memory``: ``memory://`` there."""
+    anth = (
+        f"""  anth:
+    type: anthropic
+    base_url: "http://127.0.0.1:{fake_port}"  # no /v1: Qiao appends /v1/messages
+    api_key: "{UPSTREAM_KEY}"
+    max_connections: 1100
+"""
+        if translate
+        else ""
+    )
+    models = f"""  {MODEL}: [{{provider: fake}}]
+  "bench*": [{{provider: fake}}]
+"""
+    if translate:
+        models += f"""  "{PASS}*": [{{provider: fake}}]
+  "{TRANS}*": [{{provider: anth}}]
+"""
+    storage = ""
+    if store is not None:
+        url = "memory://" if memory else f"sqlite:///{store / 'bench.db'}"
+        storage = f"""storage:
+  url: "{url}"
+  journal_dir: "{store / "journal"}"
+"""
     return f"""# generated by bench/run.py
 listen: 127.0.0.1:{port}
 providers:
@@ -346,13 +416,16 @@ providers:
     base_url: "http://127.0.0.1:{fake_port}/v1"
     api_key: "{UPSTREAM_KEY}"
     max_connections: 1100  # default 256; the open-streams test holds 1,000
-models:
-  {MODEL}: [{{provider: fake}}]
-  "bench*": [{{provider: fake}}]
-keys:
-  - {{name: bench, key: "{CLIENT_KEY}", models: ["*"]}}
-server: {{access_log: true}}
-"""
+{anth}models:
+{models}keys:
+  - {{name: bench, key: "{CLIENT_KEY}", models: ["*"]{key_options}}}
+{extra_keys}server: {{access_log: true}}
+{storage}"""
+
+
+LIMITS = "limits: {rpm: 100000000, tpm: 100000000000, concurrency: 10000}"
+BUDGET = f'budget: {{amount: "{BUDGET_TOKENS}", currency: tokens, period: month}}'
+LIMITS_ONLY_KEY = "sk-bench-limits-only-key-456"
 
 
 def litellm_config(fake_port: int) -> str:
@@ -382,34 +455,63 @@ def make_targets(args: argparse.Namespace, fake_port: int, run_dir: Path) -> lis
         p = free_port()
         cmd = [py, str(BENCH / "baseline_aiohttp.py"), "--port", str(p), "--upstream", upstream]
         targets.append(Target("baseline", "aiohttp baseline", p, cmd=cmd, env=env))
-    if "qiao" in wanted:
-        p = free_port()
-        cfg = run_dir / "qiao.yaml"
-        cfg.write_text(qiao_config(p, fake_port))
+    qiao_variants = [
+        n for n in ("qiao", "qiao+limits", "qiao-mem", "translate", "qiao-rev") if n in wanted
+    ]
+    if qiao_variants:
         qenv = dict(env)
         if args.qiao_rev:  # a committed revision, exported: the work tree may be mid-edit
-            src = run_dir / "qiao-src"
-            src.mkdir(exist_ok=True)
-            sha = subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", "--short", args.qiao_rev],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            args.qiao_rev_sha = sha  # HEAD may move while we run
-            archive = subprocess.run(
-                ["git", "-C", str(REPO), "archive", sha, "qiao"],
-                capture_output=True,
-                check=True,
-                timeout=60,
-            )
-            subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+            args.qiao_rev_sha, src = export_rev(args.qiao_rev, run_dir / "qiao-src")
             qenv["PYTHONPATH"] = str(src)
         # the console script: unlike `python -m`, it does not put the cwd first on sys.path
         qiao_bin = Path(py).parent / "qiao"
-        cmd = [str(qiao_bin)] if qiao_bin.exists() else [py, "-m", "qiao"]
-        cmd += ["serve", "--config", str(cfg)]
-        targets.append(Target("qiao", "Qiao", p, health="/healthz", cmd=cmd, env=qenv))
+        qcmd = [str(qiao_bin)] if qiao_bin.exists() else [py, "-m", "qiao"]
+    for name in qiao_variants:
+        p = free_port()
+        cfg = run_dir / f"{name.replace('+', '-')}.yaml"
+        tenv, store, kw, phases = qenv, None, {}, ALL_PHASES
+        extra: dict[str, str] = {}
+        label = {
+            "qiao": "Qiao",
+            "qiao+limits": "Qiao + limits/budget",
+            "qiao-mem": "Qiao, memory store",
+            "translate": "Qiao translation",
+        }.get(name, "")
+        if name == "qiao-rev":
+            if not args.compare_rev:
+                continue
+            sha, src = export_rev(args.compare_rev, run_dir / "compare-src")
+            tenv = {**qenv, "PYTHONPATH": str(src)}
+            label = f"Qiao at {sha}"
+            phases = frozenset({"wrk"})
+        else:
+            store = Path(tempfile.mkdtemp(prefix=f"qiao-bench-{name.replace('+', '-')}-"))
+        if name == "qiao+limits":
+            kw["key_options"] = f", {LIMITS}, {BUDGET}"
+            kw["extra_keys"] = (
+                f'  - {{name: limits-only, key: "{LIMITS_ONLY_KEY}", models: ["*"], {LIMITS}}}\n'
+            )
+            extra["limits only, no budget"] = LIMITS_ONLY_KEY
+        elif name == "qiao-mem":
+            kw["memory"] = True
+            phases = frozenset({"wrk"})
+        elif name == "translate":
+            kw["translate"] = True
+        cfg.write_text(qiao_config(p, fake_port, store, **kw))
+        cmd = [*qcmd, "serve", "--config", str(cfg)]
+        targets.append(
+            Target(
+                name,
+                label,
+                p,
+                health="/healthz",
+                cmd=cmd,
+                env=tenv,
+                phases=phases,
+                store_dir=store,
+                extra_keys=extra,
+            )
+        )
     if "starlette" in wanted:
         p = free_port()
         why = (
@@ -458,8 +560,37 @@ def make_targets(args: argparse.Namespace, fake_port: int, run_dir: Path) -> lis
                 skip=why,
             )
         )
-    order = {"direct": 0, "baseline": 1, "qiao": 2, "starlette": 3, "litellm": 4}
-    return sorted(targets, key=lambda t: order[t.name])
+    order = [
+        "direct",
+        "baseline",
+        "qiao",
+        "qiao+limits",
+        "qiao-mem",
+        "qiao-rev",
+        "translate",
+        "starlette",
+        "litellm",
+    ]
+    return sorted(targets, key=lambda t: order.index(t.name))
+
+
+def export_rev(rev: str, dest: Path) -> tuple[str, Path]:
+    """``git archive`` of qiao/ at ``rev`` into ``dest``: (short sha, dest)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", sha, "qiao"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return sha, dest
 
 
 # --------------------------------------------------------------------- phases
@@ -494,9 +625,19 @@ def children_cpu() -> float:
 
 
 def run_wrk(
-    t: Target, seconds: float, gw_pid: int | None, fake_pid: int, connections: int = 50
+    t: Target,
+    seconds: float,
+    gw_pid: int | None,
+    fake_pid: int,
+    connections: int = 50,
+    *,
+    key: str | None = None,
+    model: str = MODEL,
+    body: bytes | None = None,
 ) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_KEY": t.key, "BENCH_MODEL": MODEL}
+    env = {**os.environ, "BENCH_KEY": key or t.key, "BENCH_MODEL": model}
+    if body is not None:
+        env["BENCH_BODY"] = body.decode()
     cmd = [
         "taskset",
         "-c",
@@ -566,12 +707,79 @@ class Plan:
     hold_n: int
     hold_seconds: float
     establish_seconds: float
+    many_streams: int = 1000  # translation: 20-chunk streams per side, 20 at a time
+    stream_rounds: int = 4  # translation: alternating blocks per side
     noise_limit: float = 15.0  # % foreign CPU on a core above which a phase is re-done
     quiet_wait: float = 120.0  # s to wait for the machine to quieten before a redo
 
 
-FULL = Plan(3, 3, 10, 2, 50, 20, 200, 1000, 3, 30)
-QUICK = Plan(1, 1, 5, 1, 50, 8, 100, 1000, 2, 20)
+FULL = Plan(3, 3, 10, 2, 50, 20, 200, 1000, 3, 30, 2000, 4)
+QUICK = Plan(1, 1, 5, 1, 50, 8, 100, 1000, 2, 20, 600, 3)
+
+
+def wrk_runs(
+    t: Target, plan: Plan, gw_pid: int | None, fake: Proc, n: int, **kw: Any
+) -> list[dict[str, Any]]:
+    """``n`` clean wrk runs (a run with other load above the limit is re-done, up to ``2n``
+    runs in all; past the deadline the noisy ones are kept, flagged)."""
+    limit = plan.noise_limit
+    runs: list[dict[str, Any]] = []
+    clean = 0
+    while clean < n and len(runs) < 2 * n:
+        if len(runs) >= n and time.perf_counter() > DEADLINE[0]:
+            break  # out of time: keep the noisy runs, flagged as such
+        r = run_wrk(t, plan.wrk_seconds, gw_pid, fake.pid, **kw)
+        r["noisy"] = r["foreign_pct"] > limit
+        runs.append(r)
+        clean += not r["noisy"]
+        what = kw.get("model") or (f"key {kw['key'][:16]}…" if "key" in kw else "")
+        log(
+            f"{t.name}{' ' + what if what else ''}: wrk {r.get('rps', 0):.0f} rps, "
+            f"p50 {r.get('p50_ms', 0):.2f} ms, p99 {r.get('p99_ms', 0):.2f} ms, "
+            f"gw cpu {r.get('gw_core_busy_pct', '-')}%, {r.get('cpu_us_per_req', 0):.0f} µs/req, "
+            f"rig {r['rig_core_busy_pct']}%, foreign {r['foreign_pct']}%, "
+            f"non2xx {r['non2xx']}" + (" NOISY, redo" if r["noisy"] else "")
+        )
+        if r["noisy"]:
+            wait_quiet(fake.pid, limit, plan.quiet_wait)
+    return runs
+
+
+def summarise_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the clean runs (over all of them if none was clean)."""
+    clean = [r for r in runs if not r.get("noisy")]
+    use = clean or runs
+    keys = (
+        "rps",
+        "p50_ms",
+        "p99_ms",
+        "rps_per_core",
+        "cpu_us_per_req",
+        "fake_cpu_us_per_req",
+        "rig_core_busy_pct",
+        "gw_core_busy_pct",
+        "foreign_pct",
+    )
+    out: dict[str, Any] = {k: median_of(use, k) for k in keys}
+    out["errors"] = sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in runs)
+    out["runs_used"] = len(use)
+    out["noisy_runs"] = len(runs) - len(clean)
+    return out
+
+
+def store_stats(store: Path | None) -> dict[str, Any]:
+    """Size of the SQLite store and journal, and the usage rows written (accounting ran)."""
+    if store is None:
+        return {}
+    out: dict[str, Any] = {}
+    db = store / "bench.db"
+    sizes = [f.stat().st_size for f in store.rglob("*") if f.is_file()]
+    out["dir_mb"] = round(sum(sizes) / 2**20, 1)
+    if db.exists():
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as c:
+            out["usage_rows"] = c.execute("SELECT count(*) FROM usage").fetchone()[0]
+            out["spend_rows"] = c.execute("SELECT count(*) FROM spend").fetchone()[0]
+    return out
 
 
 def bench_target(t: Target, plan: Plan, fake: Proc, run_dir: Path) -> dict[str, Any]:
@@ -600,43 +808,16 @@ def bench_target(t: Target, plan: Plan, fake: Proc, run_dir: Path) -> dict[str, 
         gw_pid = proc.pid if proc else None
 
         # (1) closed loop, concurrency 50; runs disturbed by other load are re-done
-        limit = plan.noise_limit
         run_wrk(t, plan.warmup_seconds, gw_pid, fake.pid)
-        runs: list[dict[str, Any]] = []
-        clean: list[dict[str, Any]] = []
-        while len(clean) < plan.wrk_runs and len(runs) < 2 * plan.wrk_runs:
-            if len(runs) >= plan.wrk_runs and time.perf_counter() > DEADLINE[0]:
-                break  # out of time: keep the noisy runs, flagged as such
-            r = run_wrk(t, plan.wrk_seconds, gw_pid, fake.pid)
-            r["noisy"] = r["foreign_pct"] > limit
-            runs.append(r)
-            if not r["noisy"]:
-                clean.append(r)
-            log(
-                f"{t.name}: wrk {r.get('rps', 0):.0f} rps, p50 {r.get('p50_ms', 0):.2f} ms, "
-                f"p99 {r.get('p99_ms', 0):.2f} ms, gw cpu {r.get('gw_core_busy_pct', '-')}%, "
-                f"rig {r['rig_core_busy_pct']}%, foreign {r['foreign_pct']}%, "
-                f"non2xx {r['non2xx']}" + (" NOISY, redo" if r["noisy"] else "")
-            )
-            if r["noisy"]:
-                wait_quiet(fake.pid, limit, plan.quiet_wait)
+        runs = wrk_runs(t, plan, gw_pid, fake, plan.wrk_runs)
         res["wrk_runs"] = runs
-        use = clean or runs
-        keys = (
-            "rps",
-            "p50_ms",
-            "p99_ms",
-            "rps_per_core",
-            "cpu_us_per_req",
-            "fake_cpu_us_per_req",
-            "rig_core_busy_pct",
-            "gw_core_busy_pct",
-            "foreign_pct",
-        )
-        res["wrk"] = {k: median_of(use, k) for k in keys}
-        res["wrk"]["errors"] = sum(r.get("non2xx", 0) + r.get("socket_errors", 0) for r in runs)
-        res["wrk"]["runs_used"] = len(use)
-        res["wrk"]["noisy_runs"] = len(runs) - len(clean)
+        res["wrk"] = summarise_wrk(runs)
+        for label, key in t.extra_keys.items():
+            extra = wrk_runs(t, plan, gw_pid, fake, plan.wrk_runs, key=key)
+            res.setdefault("wrk_extra", {})[label] = summarise_wrk(extra) | {"runs": extra}
+        if "open" not in t.phases:
+            return res
+        limit = plan.noise_limit
 
         # (2) open loop, fixed rate, 50 ms upstream; the fake itself measured alongside
         ref = f"http://127.0.0.1:{fake.port}" if t.gateway else None
@@ -725,7 +906,237 @@ def bench_target(t: Target, plan: Plan, fake: Proc, run_dir: Path) -> dict[str, 
         if proc is not None:
             proc.stop()
             res["log_lines"] = trim_log(proc.log_path)
+        if t.store_dir is not None:
+            res["store"] = store_stats(t.store_dir)
+            shutil.rmtree(t.store_dir, ignore_errors=True)
     return res
+
+
+def _stream_block(
+    t: Target,
+    gw_pid: int,
+    model: str,
+    n: int,
+    msgs: list[dict[str, str]],
+    concurrency: int,
+    chunks: int,
+    warmup: int = 0,
+) -> dict[str, Any]:
+    """``n`` streams of ``chunks`` upstream chunks through the gateway: its CPU per stream and
+    per chunk (gateway CPU / (streams x chunks), warm-up streams included in both)."""
+    data = driver.body(model, stream=True, messages=msgs)
+    gw0 = cpu_exact(gw_pid)
+    st = _uv(
+        driver.stream_ttft(
+            t.url, model, n, concurrency=concurrency, key=t.key, data=data, warmup=warmup
+        )
+    )
+    cpu = cpu_exact(gw_pid) - gw0
+    out = {
+        "model": model,
+        "streams": st.total_sent,
+        "chunks": chunks,
+        "concurrency": concurrency,
+        "cpu_s": round(cpu, 4),
+        "errors": st.errors,
+        "error_sample": st.error_sample,
+        "ttft": st.ttft,
+        "total": st.total,
+    }
+    if st.total_sent:
+        out["cpu_us_per_stream"] = 1e6 * cpu / st.total_sent
+        out["cpu_us_per_chunk"] = 1e6 * cpu / (st.total_sent * chunks)
+    return out
+
+
+def bench_translate(t: Target, plan: Plan, fake: Proc, run_dir: Path) -> dict[str, Any]:
+    """Passthrough (OpenAI -> OpenAI-type fake) against translation (OpenAI -> Anthropic-type
+    fake), 2 KB requests, on one Qiao process: closed-loop CPU, added latency at a fixed rate,
+    streaming CPU per chunk, RSS after many streams and with 1,000 translated streams open."""
+    res: dict[str, Any] = {"name": t.name, "label": t.label, "url": t.url, "translate": {}}
+    tr: dict[str, Any] = res["translate"]
+    limit = plan.noise_limit
+    msgs = driver.messages_2k(model=PASS)
+    sides = {"passthrough": PASS, "translated": TRANS}
+    proc: Proc | None = None
+    try:
+        proc = spawn(t.name, t.cmd, GATEWAY_CORE, run_dir / f"{t.name}.log", t.env)
+        res["startup_median_s"] = wait_ready(proc, t.port, t.health, timeout=90)
+        time.sleep(1.0)
+        gw = proc.pid
+        res["pid"] = gw
+        res["rss_idle_mb"] = rss_mb(gw)
+        tr["request_bytes"] = len(driver.body(PASS, messages=msgs))
+
+        # (T1) closed loop, c=50, 2 KB body; passthrough and translated runs alternate
+        bodies = {side: driver.body(m, messages=msgs) for side, m in sides.items()}
+        for side, m in sides.items():
+            run_wrk(t, plan.warmup_seconds, gw, fake.pid, model=m, body=bodies[side])
+        wrk: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        for _ in range(plan.wrk_runs):
+            for side, m in sides.items():
+                wrk[side] += wrk_runs(t, plan, gw, fake, 1, model=m, body=bodies[side])
+        tr["wrk"] = {side: summarise_wrk(runs) | {"runs": runs} for side, runs in wrk.items()}
+
+        # (T2) open loop: four series at the same rate in one window, a quarter interval apart:
+        # the fake directly (OpenAI and Anthropic bodies), Qiao passthrough, Qiao translated
+        fake_url = f"http://127.0.0.1:{fake.port}"
+        slow = {side: f"{m}-d50" for side, m in sides.items()}
+        series = [
+            driver.Series(
+                "direct_openai",
+                fake_url + driver.PATH,
+                driver.body(slow["passthrough"], messages=msgs),
+                driver.headers(),
+                0.0,
+            ),
+            driver.Series(
+                "passthrough",
+                t.url + driver.PATH,
+                driver.body(slow["passthrough"], messages=msgs),
+                driver.headers(t.key),
+                0.25,
+            ),
+            driver.Series(
+                "direct_anthropic",
+                fake_url + "/v1/messages",
+                driver.anthropic_body(slow["translated"], msgs),
+                driver.anthropic_headers(),
+                0.5,
+            ),
+            driver.Series(
+                "translated",
+                t.url + driver.PATH,
+                driver.body(slow["translated"], messages=msgs),
+                driver.headers(t.key),
+                0.75,
+            ),
+        ]
+        for attempt in range(2):
+            meter = Meter(gw, fake.pid)
+            ol = _uv(driver.open_loop_series(series, plan.open_rate, plan.open_seconds))
+            tr["open_loop"] = o = {name: r.to_json() for name, r in ol.items()}
+            o["noise"] = meter.stop()
+            o["noisy"] = Meter.noisy(o["noise"], limit)
+            log(
+                f"{t.name}: open loop {plan.open_rate:g}/s each, p50/p99 ms: "
+                + ", ".join(
+                    f"{name} {o[name]['p50_ms']:.2f}/{o[name]['p99_ms']:.2f}" for name in ol
+                )
+                + f"; errors {sum(r.errors for r in ol.values())}"
+                + (" NOISY" if o["noisy"] else "")
+            )
+            if not o["noisy"] or attempt == 1 or time.perf_counter() > DEADLINE[0]:
+                break
+            wait_quiet(fake.pid, limit, plan.quiet_wait)
+
+        # (T3) streams one at a time, 20 chunks 1 ms apart; blocks alternate P, T, P, T, ...
+        rounds = plan.stream_rounds
+        seq: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        for m in sides.values():  # warm the upstream pools, unmeasured
+            _stream_block(t, gw, f"{m}-c1", 10, msgs, 1, 20)
+        meter = Meter(gw, fake.pid)
+        for _ in range(rounds):
+            for side, m in sides.items():
+                n = max(1, plan.streams // rounds)
+                seq[side].append(_stream_block(t, gw, f"{m}-c1", n, msgs, 1, 20))
+        tr["stream_seq_noise"] = meter.stop()
+        tr["stream_seq"] = {side: _pool_blocks(blocks) for side, blocks in seq.items()}
+        for side, v in tr["stream_seq"].items():
+            log(
+                f"{t.name}: {side} streams, one at a time: {v['cpu_us_per_stream']:.0f} µs/stream "
+                f"(blocks {v['block_us_per_stream']}), {v['cpu_us_per_chunk']:.1f} µs/chunk, "
+                f"ttft p50 {v['ttft']['p50_ms']:.2f} ms, errors {v['errors']}"
+            )
+
+        # (T4) 20 streams at a time, blocks alternating P, T: 20-chunk and 200-chunk streams
+        # (the difference is the marginal cost of a chunk); RSS after each translated block
+        many = max(20, plan.many_streams // rounds)
+        rss: list[tuple[int, float]] = [(0, rss_mb(gw))]
+        done_tr = 0
+        loaded: dict[str, list[dict[str, Any]]] = {}
+        meter = Meter(gw, fake.pid)
+        for _ in range(rounds):
+            for chunks, n in ((20, many), (200, max(20, many // 200 * 20))):
+                for side in sides:
+                    b = _stream_block(t, gw, f"{sides[side]}-c1-n{chunks}", n, msgs, 20, chunks)
+                    b.pop("ttft"), b.pop("total")
+                    loaded.setdefault(f"{side}_n{chunks}", []).append(b)
+                    if side == "translated":
+                        done_tr += b["streams"]
+                        rss.append((done_tr, rss_mb(gw)))
+        tr["stream_loaded_noise"] = meter.stop()
+        tr["stream_loaded"] = {k: _pool_blocks(v) for k, v in loaded.items()}
+        for k, v in tr["stream_loaded"].items():
+            log(
+                f"{t.name}: {k} x{v['streams']}, 20 at a time: "
+                f"{v['cpu_us_per_chunk']:.1f} µs/chunk "
+                f"(blocks, µs/stream: {v['block_us_per_stream']}), errors {v['errors']}"
+            )
+        for side in sides:
+            a, b = tr["stream_loaded"][f"{side}_n20"], tr["stream_loaded"][f"{side}_n200"]
+            tr.setdefault("marginal_us_per_chunk", {})[side] = (
+                b["cpu_us_per_stream"] - a["cpu_us_per_stream"]
+            ) / 180
+        time.sleep(1.0)
+        rss.append((done_tr, rss_mb(gw)))
+        tr["rss_after_translated_streams"] = rss
+
+        # (T5) 1,000 translated streams open at once
+        ho = _uv(
+            driver.hold_streams(
+                t.url,
+                f"{TRANS}-hold60",
+                plan.hold_n,
+                key=t.key,
+                establish_s=plan.establish_seconds,
+                hold_s=plan.hold_seconds,
+                sample=lambda: rss_mb(gw),
+                data=driver.body(f"{TRANS}-hold60", stream=True, messages=msgs),
+            )
+        )
+        tr["hold"] = ho.to_json()
+        if ho.samples:
+            tr["hold"]["rss_peak_mb"] = max(ho.samples)
+        time.sleep(2.0)
+        tr["rss_after_hold_mb"] = rss_mb(gw)
+        log(
+            f"{t.name}: {ho.established}/{ho.requested} translated streams open, "
+            f"peak RSS {tr['hold'].get('rss_peak_mb', math.nan):.0f} MB"
+        )
+    except (RuntimeError, subprocess.SubprocessError, OSError, KeyError) as exc:
+        res["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"{t.name}: FAILED: {exc}")
+    finally:
+        if proc is not None:
+            proc.stop()
+            res["log_lines"] = trim_log(proc.log_path)
+        if t.store_dir is not None:
+            res["store"] = store_stats(t.store_dir)
+            shutil.rmtree(t.store_dir, ignore_errors=True)
+    return res
+
+
+def _pool_blocks(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Blocks of one kind: the median block's CPU per stream (blocks alternate with the other
+    side's, so a slow spell of the machine hits one block of each, not one side)."""
+    streams = sum(b["streams"] for b in blocks)
+    per_stream = [b["cpu_us_per_stream"] for b in blocks if "cpu_us_per_stream" in b]
+    med = statistics.median(per_stream) if per_stream else math.nan
+    chunks = blocks[0]["chunks"]
+    out = {
+        "streams": streams,
+        "blocks": len(blocks),
+        "cpu_s": round(sum(b["cpu_s"] for b in blocks), 4),
+        "block_us_per_stream": [round(x) for x in per_stream],
+        "cpu_us_per_stream": med,
+        "cpu_us_per_chunk": med / chunks,
+        "errors": sum(b["errors"] for b in blocks),
+    }
+    if "ttft" in blocks[0]:
+        out["ttft"] = driver.summary_ms([x for b in blocks for x in b["ttft"]])
+        out["total"] = driver.summary_ms([x for b in blocks for x in b["total"]])
+    return out
 
 
 # --------------------------------------------------------------------- report
@@ -746,7 +1157,11 @@ def _get(r: dict[str, Any], *path: str) -> Any:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    rows = [r for r in report["targets"] if "skipped" not in r and "error" not in r]
+    rows = [
+        r
+        for r in report["targets"]
+        if "skipped" not in r and "error" not in r and r["name"] != "translate"
+    ]
     direct = next((r for r in rows if r["name"] == "direct"), None)
 
     def added(r: dict[str, Any], *path: str) -> str:
@@ -761,6 +1176,8 @@ def markdown(report: dict[str, Any]) -> str:
             return f"({v:.2f})"
         return f"{v - d:+.2f}"
 
+    if not rows:
+        return ""
     head = "| | " + " | ".join(r["label"] for r in rows) + " |"
     sep = "|---|" + "---:|" * len(rows)
     lines = [head, sep]
@@ -826,9 +1243,137 @@ def markdown(report: dict[str, Any]) -> str:
         if direct and _get(q, "wrk", "rps"):
             ratios.append(f"Qiao / direct: ×{q['wrk']['rps'] / direct['wrk']['rps']:.2f} raw req/s")
         notes += [f"- {x}" for x in ratios]
+    notes += cost_notes(by)
+    for r in rows:
+        st = r.get("store") or {}
+        if "usage_rows" in st:
+            notes.append(
+                f"- {r['label']}: {st['usage_rows']} usage rows in the SQLite store at the end "
+                f"({st['dir_mb']} MB with the journal)"
+            )
     if notes:
         out += "\n\n" + "\n".join(notes)
     return out
+
+
+def _cpu(by: dict[str, dict[str, Any]], name: str) -> float:
+    v = _get(by.get(name) or {}, "wrk", "cpu_us_per_req")
+    return v if isinstance(v, int | float) else math.nan
+
+
+def cost_notes(by: dict[str, dict[str, Any]]) -> list[str]:
+    """Differences of gateway CPU per request between the Qiao variants (closed loop)."""
+    q, lim, mem, rev = (_cpu(by, n) for n in ("qiao", "qiao+limits", "qiao-mem", "qiao-rev"))
+    out = []
+    if not math.isnan(q + lim):
+        out.append(f"- limits + budget (qiao+limits − qiao): {lim - q:+.0f} µs CPU per request")
+        lo = _get(by["qiao+limits"], "wrk_extra", "limits only, no budget", "cpu_us_per_req")
+        if lo is not None:
+            out.append(f"- limits only, no budget (same process): {lo - q:+.0f} µs per request")
+    if not math.isnan(q + mem):
+        out.append(f"- SQLite store vs memory store (qiao − qiao-mem): {q - mem:+.0f} µs")
+    if not math.isnan(q + rev):
+        label = by["qiao-rev"]["label"]
+        out.append(f"- Qiao now vs {label} (qiao − qiao-rev): {q - rev:+.0f} µs")
+        if not math.isnan(lim):
+            out.append(f"- qiao+limits vs {label}: {lim - rev:+.0f} µs")
+    return out
+
+
+def translate_markdown(report: dict[str, Any]) -> str:
+    r = next((r for r in report["targets"] if r["name"] == "translate" and "translate" in r), None)
+    if r is None:
+        return ""
+    tr = r["translate"]
+    lines = [
+        f"Translation, {tr.get('request_bytes', 0)}-byte OpenAI chat request "
+        "(passthrough: to the OpenAI-type fake; translated: to the Anthropic-type fake)",
+        "",
+        "| | passthrough | translated | translated − passthrough |",
+        "|---|---:|---:|---:|",
+    ]
+
+    def row(title: str, p: Any, t: Any, fmt: str = "{:.0f}", dfmt: str = "") -> None:
+        dfmt = dfmt or fmt.replace("{:", "{:+").replace("{:++", "{:+")
+        d = t - p if isinstance(p, int | float) and isinstance(t, int | float) else None
+        lines.append(f"| {title} | {_f(p, fmt)} | {_f(t, fmt)} | {_f(d, dfmt)} |")
+
+    w = tr.get("wrk", {})
+    for title, k in (
+        ("Closed loop c=50 (req/s)", "rps"),
+        ("**Req/s per gateway core**", "rps_per_core"),
+        ("**Gateway CPU per request** (µs)", "cpu_us_per_req"),
+    ):
+        row(title, _get(w, "passthrough", k), _get(w, "translated", k))
+    o = tr.get("open_loop", {})
+    for pct in ("p50", "p99"):
+        row(
+            f"Latency @50 req/s {pct}, 50 ms upstream (ms)",
+            _get(o, "passthrough", f"{pct}_ms"),
+            _get(o, "translated", f"{pct}_ms"),
+            "{:.2f}",
+            "**{:+.2f}**" if pct == "p50" else "{:+.2f}",
+        )
+    for pct in ("p50", "p99"):
+        p, t = _get(o, "passthrough", f"{pct}_ms"), _get(o, "translated", f"{pct}_ms")
+        dp, dt = _get(o, "direct_openai", f"{pct}_ms"), _get(o, "direct_anthropic", f"{pct}_ms")
+        if None not in (p, t, dp, dt):
+            row(f"Added over the fake itself @50 req/s {pct} (ms)", p - dp, t - dt, "{:+.2f}")
+    sq = tr.get("stream_seq", {})
+    row(
+        "Streams one at a time: CPU per stream (µs)",
+        _get(sq, "passthrough", "cpu_us_per_stream"),
+        _get(sq, "translated", "cpu_us_per_stream"),
+    )
+    row(
+        "**CPU per chunk** = CPU / (N × 20), one at a time (µs)",
+        _get(sq, "passthrough", "cpu_us_per_chunk"),
+        _get(sq, "translated", "cpu_us_per_chunk"),
+        "{:.1f}",
+        "**{:+.1f}**",
+    )
+    row(
+        "TTFT p50, one at a time (ms)",
+        _get(sq, "passthrough", "ttft", "p50_ms"),
+        _get(sq, "translated", "ttft", "p50_ms"),
+        "{:.2f}",
+        "{:+.2f}",
+    )
+    ld = tr.get("stream_loaded", {})
+    for n in (20, 200):
+        row(
+            f"CPU per chunk, {n}-chunk streams, 20 at a time (µs)",
+            _get(ld, f"passthrough_n{n}", "cpu_us_per_chunk"),
+            _get(ld, f"translated_n{n}", "cpu_us_per_chunk"),
+            "{:.1f}",
+            "{:+.1f}",
+        )
+    mg = tr.get("marginal_us_per_chunk", {})
+    row(
+        "Marginal CPU per chunk (200- vs 20-chunk streams) (µs)",
+        mg.get("passthrough"),
+        mg.get("translated"),
+        "{:.1f}",
+        "{:+.1f}",
+    )
+    errs = {
+        side: (_get(w, side, "errors") or 0)
+        + (_get(o, side, "errors") or 0)
+        + (_get(sq, side, "errors") or 0)
+        + sum(v.get("errors", 0) for k, v in ld.items() if k.startswith(side))
+        for side in ("passthrough", "translated")
+    }
+    lines.append(f"| Errors (all phases) | {errs['passthrough']} | {errs['translated']} | |")
+    rss = tr.get("rss_after_translated_streams") or []
+    ho = tr.get("hold") or {}
+    lines += [
+        "",
+        "- RSS (MB) after N translated streams: "
+        + ", ".join(f"{n}: {v:.1f}" for n, v in rss)
+        + f"; with {ho.get('established')}/{ho.get('requested')} translated streams open: "
+        + f"{_f(ho.get('rss_peak_mb'))} peak; after they closed: {_f(tr.get('rss_after_hold_mb'))}",
+    ]
+    return "\n".join(lines)
 
 
 def targets_check(report: dict[str, Any]) -> str:
@@ -855,13 +1400,54 @@ def targets_check(report: dict[str, Any]) -> str:
     if lt and _get(lt, "wrk", "rps_per_core"):
         ratio = _get(q, "wrk", "rps_per_core") / lt["wrk"]["rps_per_core"]
         checks.insert(1, ("≥ 20× LiteLLM per core", ratio, 20, ">="))
+    q_cpu, lim, mem, rev = (_cpu(by, n) for n in ("qiao", "qiao+limits", "qiao-mem", "qiao-rev"))
+    if "qiao+limits" in by:
+        checks.append(
+            (
+                "Req/s per core ≥ 2,500 with limits + budget",
+                _get(by["qiao+limits"], "wrk", "rps_per_core"),
+                2500,
+                ">=",
+            )
+        )
+        checks.append(("limits + budget over plain key (µs/req)", lim - q_cpu, math.inf, "<="))
+        if not math.isnan(rev):
+            title = "auth+limits+accounting ≤ 100 µs (qiao+limits − qiao-rev)"
+            checks.append((title, lim - rev, 100, "<="))
+        if not math.isnan(mem):
+            title = "limits+budget+SQLite usage ≤ 100 µs (qiao+limits − qiao-mem)"
+            checks.append((title, lim - mem, 100, "<="))
+    tx = _get(by.get("translate") or {}, "translate")
+    if tx:
+        o, sq = tx.get("open_loop", {}), tx.get("stream_seq", {})
+        lat = (_get(o, "translated", "p50_ms") or math.nan) - (
+            _get(o, "passthrough", "p50_ms") or math.nan
+        )
+        chunk = (_get(sq, "translated", "cpu_us_per_chunk") or math.nan) - (
+            _get(sq, "passthrough", "cpu_us_per_chunk") or math.nan
+        )
+        mg = tx.get("marginal_us_per_chunk", {})
+        marg = mg.get("translated", math.nan) - mg.get("passthrough", math.nan)
+        rss = [v for _, v in tx.get("rss_after_translated_streams") or []]
+        checks += [
+            ("Translation adds ≤ 0.5 ms p50 @50 req/s, 2 KB", lat, 0.5, "<="),
+            ("Stream translation ≤ 20 µs CPU/chunk (CPU/(N×20) diff)", chunk, 20, "<="),
+            ("… marginal per chunk (200- vs 20-chunk streams) diff", marg, 20, "<="),
+            (
+                "RSS growth over the second half of the translated streams ≤ 2 MB",
+                rss[-1] - rss[len(rss) // 2] if len(rss) >= 3 else math.nan,
+                2,
+                "<=",
+            ),
+        ]
     lines = ["| Target (Qiao) | Measured | Met |", "|---|---:|:---:|"]
     for title, v, limit, op in checks:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             lines.append(f"| {title} | – | ? |")
             continue
         ok = v >= limit if op == ">=" else v <= limit
-        lines.append(f"| {title} | {v:.2f} | {'yes' if ok else '**no**'} |")
+        verdict = "(info)" if limit == math.inf else ("yes" if ok else "**no**")
+        lines.append(f"| {title} | {v:.2f} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -873,8 +1459,9 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="~3 min: 1 x 5 s wrk, shorter phases")
     p.add_argument(
         "--targets",
-        default="direct,baseline,qiao,starlette,litellm",
-        help="comma-separated subset of direct,baseline,qiao,starlette,litellm",
+        default="direct,baseline,qiao,qiao+limits,qiao-mem,translate,starlette,litellm",
+        help="comma-separated subset of direct,baseline,qiao,qiao+limits,qiao-mem,"
+        "qiao-rev,translate,starlette,litellm (qiao-rev needs --compare-rev)",
     )
     p.add_argument("--no-install", action="store_true", help="never create the venvs")
     p.add_argument(
@@ -888,14 +1475,19 @@ def main() -> int:
         help="benchmark this committed revision of qiao/ (git archive), not the work tree",
     )
     p.add_argument(
+        "--compare-rev",
+        help="also measure this revision of qiao/ (target qiao-rev, closed loop only), "
+        "e.g. the commit before the store and accounting",
+    )
+    p.add_argument(
         "--max-minutes",
         type=float,
         default=None,
-        help="skip targets not started by then (default 16, quick 6)",
+        help="skip targets not started by then (default 20, quick 8)",
     )
     args = p.parse_args()
     plan = dataclasses.replace(QUICK if args.quick else FULL, noise_limit=args.noise_limit)
-    budget = 60 * (args.max_minutes or (6 if args.quick else 16))
+    budget = 60 * (args.max_minutes or (8 if args.quick else 20))
     if not shutil.which("wrk") or not shutil.which("taskset"):
         p.error("needs wrk and taskset (apt-get install -y wrk util-linux)")
     if (os.cpu_count() or 1) < 2:
@@ -955,7 +1547,8 @@ def main() -> int:
             waited = wait_quiet(fake.pid, plan.noise_limit, plan.quiet_wait)
             if waited > 1.5:
                 log(f"waited {waited:.0f} s for other load to stop")
-            report["targets"].append(bench_target(t, plan, fake, run_dir))
+            bench = bench_translate if t.name == "translate" else bench_target
+            report["targets"].append(bench(t, plan, fake, run_dir))
             time.sleep(1.0)
     finally:
         fake.stop()
@@ -965,7 +1558,7 @@ def main() -> int:
     report["versions"]["qiao_source"] = _qiao_source(getattr(args, "qiao_rev_sha", None))
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
-    table = markdown(report)
+    table = "\n\n".join(x for x in (markdown(report), translate_markdown(report)) if x)
     check = targets_check(report)
     (run_dir / "table.md").write_text(table + "\n\n" + check + "\n")
     print(f"\n## Results {report['started']} ({report['mode']}, {report['wall_s']:.0f} s)\n")
