@@ -195,7 +195,8 @@ class LimitsConfig(_Frozen):
 
 
 class BudgetConfig(_Frozen):
-    amount: Decimal = Field(gt=0, allow_inf_nan=False)
+    # ≤ 9e9 so every store can hold spend exactly (nano-units in a signed 64-bit integer)
+    amount: Decimal = Field(gt=0, le=Decimal("9000000000"), allow_inf_nan=False)
     currency: Currency = "USD"
     period: Period = "month"
     hard: bool = True

@@ -16,9 +16,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from .accounting import Accounting
 from .auth import KeyRing
@@ -34,8 +34,7 @@ from .plan import Plan, plan
 from .policies.budget import BudgetGuard, SpendLedger
 from .policies.gate import Gate
 from .policies.limits import FailoverLimiter, Limiter, LocalLimiter
-from .policies.redis_limits import RedisLimiter
-from .policies.redis_spend import RedisSpendLedger
+from .policies.local_spend import WriteBehindLedger
 from .pricing import PriceTable
 from .providers.cloud import StoredKeyAuth, authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
@@ -46,6 +45,9 @@ from .secrets import MasterKey, SecretError, Vault
 from .storage import StorageUnavailable, Store, open_store
 from .storage.writer import UsageWriter
 from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["Engine", "Opened"]
 
@@ -128,9 +130,19 @@ class Engine:
         prices = PriceTable.default()
         self.accounting = Accounting(self.writer, prices)
         self.redis: Redis | None = None
+        self._write_behind: WriteBehindLedger | None = None
         ledger: SpendLedger = self.store
+        single_process = os.environ.get("QIAO_WORKER_INDEX") is None
+        if single_process and not config.storage.url.startswith(("postgres", "postgresql")):
+            # One process owns this store's spend: keep it in memory, write it behind.
+            ledger = self._write_behind = WriteBehindLedger(self.store)
         limiter: Limiter = LocalLimiter()
         if config.storage.redis_url:
+            from redis.asyncio import BlockingConnectionPool, Redis  # only when configured
+
+            from .policies.redis_limits import RedisLimiter
+            from .policies.redis_spend import RedisSpendLedger
+
             self.redis = Redis(
                 connection_pool=BlockingConnectionPool.from_url(
                     config.storage.redis_url, max_connections=256, timeout=0.05
@@ -202,6 +214,8 @@ class Engine:
 
     async def close(self) -> None:
         await self.gate.close()
+        if self._write_behind is not None:
+            await self._write_behind.close()
         closer = getattr(self.gate.limiter, "close", None)
         if closer is not None:
             await closer()

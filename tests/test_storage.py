@@ -534,3 +534,15 @@ def test_open_store_chooses_the_backend_by_url(url: str, backend: type, driver: 
 def test_open_store_refuses_what_it_cannot_serve(url: str) -> None:
     with pytest.raises(ValueError):
         open_store(url)
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from qiao.storage.sql import HEAD_REVISION, MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
