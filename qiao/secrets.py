@@ -23,11 +23,12 @@ import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from .storage.models import ProviderSecret
+
+if TYPE_CHECKING:  # cryptography is imported when a vault is made: ~7 MB not spent otherwise
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "MASTER_KEY_ENV",
@@ -166,6 +167,8 @@ class Vault:
 
     def __init__(self, master: MasterKey, previous: Sequence[MasterKey] = ()) -> None:
         self._master = master
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._sealer = AESGCM(master._key)
         self._ciphers: dict[str, list[AESGCM]] = {}
         seen: list[MasterKey] = []
@@ -202,7 +205,7 @@ class Vault:
         for cipher in ciphers:
             try:
                 return cipher.decrypt(secret.nonce, secret.ciphertext, _aad(secret.name)).decode()
-            except InvalidTag:
+            except _invalid_tag():
                 continue
         raise SecretError(
             f"provider secret {secret.name!r} failed authentication under master key "
@@ -241,3 +244,9 @@ def _b64decode(text: str) -> bytes | None:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag

@@ -25,7 +25,7 @@ from ..storage.base import StorageUnavailable, Store
 from ..storage.models import VirtualKey
 from ..surfaces.openai import error_body
 from . import ops
-from .openapi import OPENAPI
+from .openapi import openapi as openapi_document
 from .ops import new_secret
 from .schemas import KeyIn, KeyPatch, SecretIn, TeamIn, TeamPatch, key_out, secret_out, team_out
 
@@ -132,7 +132,7 @@ class AdminAPI:
 
     # ------------------------------------------------------------------ misc
     async def openapi(self, request: web.Request) -> web.Response:
-        return _json(OPENAPI)
+        return _json(openapi_document())
 
     async def bootstrap(self, request: web.Request) -> web.Response:
         presented = credential_from(request.headers, request.query) or ""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .schemas import KeyIn, KeyPatch, SecretIn, TeamIn, TeamPatch
 
-__all__ = ["OPENAPI"]
+__all__ = ["openapi"]
 
 
 def _body(model: Any) -> dict[str, Any]:
@@ -26,81 +27,88 @@ def _op(summary: str, responses: dict[str, Any] = _OK, **extra: Any) -> dict[str
     return {"summary": summary, "responses": responses, **extra}
 
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "Qiao admin API", "version": "1"},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    "security": [{"bearer": []}],
-    "paths": {
-        "/admin/bootstrap": {
-            "post": _op(
-                "Create the first admin key with the one-time bootstrap token",
-                _CREATED,
-                requestBody=_body(KeyIn),
-            )
+@functools.cache
+def openapi() -> dict[str, Any]:
+    """Built on first request: the request models' JSON schemas cost memory at start-up."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Qiao admin API", "version": "1"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/admin/bootstrap": {
+                "post": _op(
+                    "Create the first admin key with the one-time bootstrap token",
+                    _CREATED,
+                    requestBody=_body(KeyIn),
+                )
+            },
+            "/admin/keys": {
+                "get": _op(
+                    "List virtual keys (hints only)",
+                    parameters=[{"name": "team_id", "in": "query", "schema": {"type": "string"}}],
+                ),
+                "post": _op("Create a virtual key", _CREATED, requestBody=_body(KeyIn)),
+            },
+            "/admin/keys/{id}": {
+                "get": _op("Show a key", parameters=_ID),
+                "patch": _op("Update a key", parameters=_ID, requestBody=_body(KeyPatch)),
+            },
+            "/admin/keys/{id}/revoke": {
+                "post": _op("Revoke a key (all nodes within ~1 s)", parameters=_ID)
+            },
+            "/admin/keys/{id}/rotate": {
+                "post": _op("Replace a key's secret; the old one stops working", parameters=_ID)
+            },
+            "/admin/teams": {
+                "get": _op("List teams"),
+                "post": _op(
+                    "Create a team", {"201": {"description": "Created"}}, requestBody=_body(TeamIn)
+                ),
+            },
+            "/admin/teams/{id}": {
+                "get": _op("Show a team", parameters=_ID),
+                "patch": _op("Update a team", parameters=_ID, requestBody=_body(TeamPatch)),
+                "delete": _op("Delete an empty team", parameters=_ID),
+            },
+            "/admin/providers": {"get": _op("Stored provider keys (masked hints only)")},
+            "/admin/providers/{name}/key": {
+                "put": _op(
+                    "Store a provider key, encrypted with AES-256-GCM",
+                    parameters=_NAME,
+                    requestBody=_body(SecretIn),
+                ),
+                "delete": _op("Delete a stored provider key", parameters=_NAME),
+            },
+            "/admin/usage": {
+                "get": _op(
+                    "Usage records",
+                    parameters=[
+                        {"name": "key_id", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "maximum": 1000},
+                        },
+                    ],
+                )
+            },
+            "/admin/audit": {
+                "get": _op(
+                    "The audit log, newest first",
+                    parameters=[
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "maximum": 1000},
+                        }
+                    ],
+                )
+            },
         },
-        "/admin/keys": {
-            "get": _op(
-                "List virtual keys (hints only)",
-                parameters=[{"name": "team_id", "in": "query", "schema": {"type": "string"}}],
-            ),
-            "post": _op("Create a virtual key", _CREATED, requestBody=_body(KeyIn)),
-        },
-        "/admin/keys/{id}": {
-            "get": _op("Show a key", parameters=_ID),
-            "patch": _op("Update a key", parameters=_ID, requestBody=_body(KeyPatch)),
-        },
-        "/admin/keys/{id}/revoke": {
-            "post": _op("Revoke a key (all nodes within ~1 s)", parameters=_ID)
-        },
-        "/admin/keys/{id}/rotate": {
-            "post": _op("Replace a key's secret; the old one stops working", parameters=_ID)
-        },
-        "/admin/teams": {
-            "get": _op("List teams"),
-            "post": _op(
-                "Create a team", {"201": {"description": "Created"}}, requestBody=_body(TeamIn)
-            ),
-        },
-        "/admin/teams/{id}": {
-            "get": _op("Show a team", parameters=_ID),
-            "patch": _op("Update a team", parameters=_ID, requestBody=_body(TeamPatch)),
-            "delete": _op("Delete an empty team", parameters=_ID),
-        },
-        "/admin/providers": {"get": _op("Stored provider keys (masked hints only)")},
-        "/admin/providers/{name}/key": {
-            "put": _op(
-                "Store a provider key, encrypted with AES-256-GCM",
-                parameters=_NAME,
-                requestBody=_body(SecretIn),
-            ),
-            "delete": _op("Delete a stored provider key", parameters=_NAME),
-        },
-        "/admin/usage": {
-            "get": _op(
-                "Usage records",
-                parameters=[
-                    {"name": "key_id", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "schema": {"type": "string", "format": "date-time"},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "maximum": 1000},
-                    },
-                ],
-            )
-        },
-        "/admin/audit": {
-            "get": _op(
-                "The audit log, newest first",
-                parameters=[
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}}
-                ],
-            )
-        },
-    },
-}
+    }

@@ -20,14 +20,15 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import orjson
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..errors import QiaoError, UpstreamError
+
+if TYPE_CHECKING:  # cryptography is imported when a service account is loaded
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 __all__ = [
     "ASSERTION_LIFETIME",
@@ -80,6 +81,9 @@ class ServiceAccount:
         if uri.scheme != "https" and not (uri.scheme == "http" and uri.hostname in _LOOPBACK):
             raise ValueError("service account token_uri must be an https URL")
         try:
+            from cryptography.hazmat.primitives import serialization
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
             key = serialization.load_pem_private_key(self.private_key.encode(), password=None)
         except (ValueError, TypeError):
             raise ValueError("service account private_key is not an unencrypted PEM key") from None
@@ -128,6 +132,9 @@ def build_assertion(sa: ServiceAccount, now: datetime, scope: str = CLOUD_PLATFO
         "exp": issued + int(ASSERTION_LIFETIME.total_seconds()),
     }
     signing_input = f"{_b64url(orjson.dumps(header))}.{_b64url(orjson.dumps(claims))}"
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     signature = sa._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{_b64url(signature)}"
 

@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:  # the asyncio extension (~6 MB) is imported for PostgreSQL only
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 __all__ = ["AsyncRunner", "Op", "Runner", "ThreadRunner", "postgres_runner", "sqlite_runner"]
 
@@ -96,6 +98,8 @@ Runner = ThreadRunner | AsyncRunner
 
 
 def postgres_runner(url: URL, pool_size: int, connect_timeout: float) -> AsyncRunner:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     writer = create_async_engine(
         url,
         pool_size=pool_size,
@@ -112,6 +116,8 @@ def sqlite_runner(url: URL, readers: int, read_timeout: float, write_timeout: fl
     second process waits on busy_timeout instead of failing half-way; readers are query-only
     autocommit connections (each SELECT sees one snapshot, never blocks the writer)."""
     if url.drivername == "sqlite+aiosqlite":
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         w = create_async_engine(url, pool_size=1, max_overflow=0)
         r = create_async_engine(url, pool_size=readers, max_overflow=0)
         _sqlite_pragmas(w.sync_engine, write_timeout, writer=True)
