@@ -11,13 +11,14 @@ from typing import Any
 
 from .canonical import Usage
 from .observability.accesslog import RequestRecord
-from .pricing import PriceTable
+from .pricing import Money, PriceTable
 from .storage.models import UsageRecord, UsageStatus
 from .storage.writer import UsageWriter
 
 __all__ = ["Accounting", "usage_of"]
 
 log = logging.getLogger("qiao.accounting")
+_ZERO = Decimal(0)
 
 
 def usage_of(rec: RequestRecord) -> Usage:
@@ -36,11 +37,11 @@ class Accounting:
         self._writer = writer
         self.prices = prices
 
-    def cost(self, model: str | None, usage: Usage) -> tuple[Decimal, str]:
+    def cost(self, model: str | None, usage: Usage) -> Money | None:
+        """The cost of ``usage`` (None: the model has no price)."""
         if not model or self.prices.get(model) is None:
-            return Decimal(0), "USD"
-        money = self.prices.cost(model, usage)
-        return money.amount, money.currency
+            return None
+        return self.prices.cost(model, usage)
 
     def pending(self, rec: RequestRecord, attempt: int) -> str:
         attempt_id = f"{rec.request_id}.{attempt}"
@@ -63,7 +64,8 @@ class Accounting:
         self, rec: RequestRecord, attempt_id: str, status: UsageStatus, http_status: int | None
     ) -> None:
         usage = usage_of(rec)
-        cost, currency = self.cost(rec.upstream_model or rec.model, usage)
+        money = self.cost(rec.upstream_model or rec.model, usage)
+        rec.charged = (usage, money)  # the gate settles budgets with the same figures
         self._writer.record(
             UsageRecord(
                 attempt_id=attempt_id,
@@ -75,8 +77,8 @@ class Accounting:
                 status=status,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
-                cost=cost,
-                currency=currency,  # type: ignore[arg-type]
+                cost=_ZERO if money is None else money.amount,
+                currency="USD" if money is None else money.currency,
                 started_at=rec.attempt_started_at,
                 finished_at=datetime.now(UTC),
                 http_status=http_status,

@@ -256,6 +256,12 @@ class StorageSettings(_Frozen):
 
     url: str = Field("sqlite:///qiao.db", description="sqlite:///PATH, postgresql://..., memory://")
     redis_url: str | None = None
+    redis_timeout: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="seconds a Redis call may take before limits fall back to this process",
+    )
     journal_dir: str = "qiao-journal"
     sync_interval: float = Field(1.0, gt=0, le=60)
     stale_after: float = Field(

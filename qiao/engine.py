@@ -145,11 +145,14 @@ class Engine:
 
             self.redis = Redis(
                 connection_pool=BlockingConnectionPool.from_url(
-                    config.storage.redis_url, max_connections=256, timeout=0.05
+                    config.storage.redis_url,
+                    max_connections=256,
+                    timeout=config.storage.redis_timeout,
                 )
             )
-            limiter = FailoverLimiter(RedisLimiter(self.redis), LocalLimiter())
-            ledger = RedisSpendLedger(self.redis)
+            wait = config.storage.redis_timeout
+            limiter = FailoverLimiter(RedisLimiter(self.redis, timeout=wait), LocalLimiter())
+            ledger = RedisSpendLedger(self.redis, timeout=wait)
         self.gate = Gate(limiter, BudgetGuard(ledger), prices, USD_CNY)
 
     async def start(self) -> None:

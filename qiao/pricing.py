@@ -33,6 +33,7 @@ __all__ = [
     "PriceTable",
     "Rates",
     "UnknownModel",
+    "check_amount",
     "convert",
     "normalize_model",
     "to_decimal",
@@ -58,11 +59,11 @@ def to_decimal(value: object, what: str = "amount") -> Decimal:
         d = value if isinstance(value, Decimal) else Decimal(value)
     except ArithmeticError:
         raise ValueError(f"{what} is not a number: {value!r}") from None
-    _check(d, what)
+    check_amount(d, what)
     return d
 
 
-def _check(d: Decimal, what: str) -> None:
+def check_amount(d: Decimal, what: str) -> None:
     if not isinstance(d, Decimal):
         raise TypeError(f"{what} must be a Decimal, not {type(d).__name__}")
     if not d.is_finite():
@@ -77,7 +78,7 @@ class Money:
     currency: Fiat
 
     def __post_init__(self) -> None:
-        _check(self.amount, "amount")
+        check_amount(self.amount, "amount")
         if self.currency not in _FIATS:
             raise ValueError(f"unknown currency {self.currency!r}")
 
@@ -85,7 +86,7 @@ class Money:
 def convert(money: Money, to: Fiat, usd_cny: Decimal) -> Money:
     """``money`` in ``to`` at ``usd_cny`` yuan per dollar (exact for USD→CNY; CNY→USD is a
     division, rounded to the Decimal context's 28 significant digits)."""
-    _check(usd_cny, "usd_cny")
+    check_amount(usd_cny, "usd_cny")
     if usd_cny == 0:
         raise ValueError("usd_cny must be positive")
     if money.currency == to:
@@ -109,12 +110,12 @@ class Rates:
     up_to: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.input, "input price")
-        _check(self.output, "output price")
+        check_amount(self.input, "input price")
+        check_amount(self.output, "output price")
         for name in ("cached_input", "cache_write"):
             value = getattr(self, name)
             if value is not None:
-                _check(value, name)
+                check_amount(value, name)
         if self.up_to is not None and (isinstance(self.up_to, bool) or self.up_to <= 0):
             raise ValueError("up_to must be a positive token count")
 

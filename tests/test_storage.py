@@ -250,6 +250,41 @@ def test_duplicate_usage_writes_make_one_row(url: str) -> None:
     run(url, body)
 
 
+def test_sqlite_usage_fast_path_stores_what_core_stores(tmp_path: Path) -> None:
+    """The default SQLite runner writes usage as driver SQL on pre-converted rows; every column
+    must hold exactly what SQLAlchemy's typed statement stores (text order = time order)."""
+    plus8 = timezone(timedelta(hours=8))
+    records = [
+        usage("a1", "ok", input_tokens=3, output_tokens=4, cost=Decimal("0.1234567894"),
+              currency="CNY", started_at=datetime(2025, 6, 1, 20, 0, 0, 1, tzinfo=plus8),
+              finished_at=T0 + timedelta(microseconds=999_999), http_status=200),
+        usage("a2", "pending", cost=Decimal(0), started_at=datetime(2025, 6, 1, 12, 0)),
+        dataclasses.replace(usage("a3", "error", key_id=None, cost=Decimal("12345.5"),
+                                  started_at=T0.replace(microsecond=0)), team_id="t1"),
+    ]  # fmt: skip
+
+    async def write(path: Path, fast: bool) -> None:
+        store = SqlStore(f"sqlite:///{path}")
+        await store.migrate()
+        if fast:
+            await store.write_usage(records)
+        else:
+            from qiao.storage import codec
+
+            rows = [codec.usage_row(r) for r in records]
+            await store._write(lambda conn: conn.execute(store._sql.write_usage, rows))
+        await store.close()
+
+    raw = []
+    for name, fast in (("core.db", False), ("fast.db", True)):
+        asyncio.run(write(tmp_path / name, fast))
+        with sqlite3.connect(tmp_path / name) as db:
+            raw.append(db.execute("SELECT * FROM usage ORDER BY attempt_id").fetchall())
+    assert raw[0] == raw[1]
+    assert raw[1][0][9] == 123456789  # nano-units, half-even
+    assert raw[1][0][11] == "2025-06-01 12:00:00.000001"  # UTC, naive text
+
+
 def test_list_usage_filters_and_orders_newest_first(url: str) -> None:
     async def body(s: Store) -> None:
         records = [

@@ -10,9 +10,13 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from ..canonical import Usage
+    from ..pricing import Money
 
 __all__ = ["AccessLog", "RequestRecord"]
 
@@ -38,6 +42,7 @@ class RequestRecord:
     team_id: str | None = None
     attempt_id: str | None = None  # the attempt whose answer is being relayed
     attempt_started_at: datetime | None = None
+    charged: tuple[Usage, Money | None] | None = None  # the settled usage and cost, priced once
 
     def overhead_ms(self, now: float) -> float:
         return max(0.0, (now - self.started - self.upstream_s) * 1000)

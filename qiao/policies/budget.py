@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from ..errors import ClientError
-from ..pricing import Money, convert, to_decimal
+from ..pricing import Money, check_amount, convert
 from ..storage.models import Budget, Currency, Period, Team, VirtualKey
 
 __all__ = [
@@ -89,22 +89,17 @@ class Charge:
     tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("usd", "cny"):
-            value = getattr(self, name)
-            if not isinstance(value, Decimal):
-                raise TypeError(f"{name} must be a Decimal, not {type(value).__name__}")
-            to_decimal(value, name)
-        if isinstance(self.tokens, bool) or not isinstance(self.tokens, int) or self.tokens < 0:
+        check_amount(self.usd, "usd")
+        check_amount(self.cny, "cny")
+        if type(self.tokens) is not int or self.tokens < 0:
             raise ValueError(f"tokens must be a non-negative int, got {self.tokens!r}")
 
     @classmethod
     def of(cls, money: Money, *, tokens: int, usd_cny: Decimal) -> Charge:
         """``money`` in both currencies at ``usd_cny`` yuan per dollar, plus ``tokens``."""
-        return cls(
-            convert(money, "USD", usd_cny).amount,
-            convert(money, "CNY", usd_cny).amount,
-            tokens,
-        )
+        if money.currency == "USD":
+            return cls(money.amount, convert(money, "CNY", usd_cny).amount, tokens)
+        return cls(convert(money, "USD", usd_cny).amount, money.amount, tokens)
 
     def amount(self, currency: Currency) -> Decimal:
         if currency == "USD":
@@ -203,7 +198,6 @@ class BudgetGuard:
         holds: list[_Hold] = []
         try:
             for scope, budget in scopes:
-                to_decimal(budget.amount, "budget amount")
                 amount = max_cost.amount(budget.currency)
                 start = period_start(budget.period, now)
                 if budget.hard:

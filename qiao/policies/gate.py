@@ -18,7 +18,7 @@ from typing import Any
 from ..accounting import usage_of
 from ..auth import Principal
 from ..observability.accesslog import RequestRecord
-from ..pricing import PriceTable
+from ..pricing import Money, PriceTable
 from ..storage.models import Budget, Limits
 from .budget import BudgetGuard, BudgetTicket, Charge
 from .limits import Limiter, Scope, Ticket
@@ -36,6 +36,7 @@ class Pass:
     ticket: Ticket | None
     budget: BudgetTicket | None
     model: str
+    fiat: bool = False  # a budget in USD or CNY: the answer must be priced (tokens need not)
 
 
 def _limited(limits: Limits) -> bool:
@@ -86,10 +87,9 @@ class Gate:
         self._usd_cny = usd_cny
         self._pending: set[asyncio.Task[None]] = set()
 
-    def _money(self, model: str, input_tokens: int, output_tokens: int, tokens: int) -> Charge:
-        if self._prices.get(model) is None:
-            return Charge(tokens=tokens)  # unpriced model: token budgets still apply
-        money = self._prices.max_cost(model, input_tokens, output_tokens)
+    def _charge(self, money: Money | None, tokens: int, fiat: bool) -> Charge:
+        if money is None or not fiat:
+            return Charge(tokens=tokens)  # token budgets only, or an unpriced model
         return Charge.of(money, tokens=tokens, usd_cny=self._usd_cny)
 
     async def admit(
@@ -105,15 +105,21 @@ class Gate:
             await self.limiter.acquire(scopes, tokens=input_estimate + output) if scopes else None
         )
         held: BudgetTicket | None = None
+        fiat = False
         if budgets:
-            charge = self._money(upstream_model, input_estimate, output, input_estimate + output)
+            fiat = any(budget.currency != "tokens" for _, budget in budgets)
+            money = None
+            if fiat and self._prices.get(upstream_model) is not None:
+                money = self._prices.max_cost(upstream_model, input_estimate, output)
             try:
-                held = await self._budgets.reserve(budgets, charge)
+                held = await self._budgets.reserve(
+                    budgets, self._charge(money, input_estimate + output, fiat)
+                )
             except BaseException:
                 if ticket is not None:
                     await self.limiter.settle(ticket, actual_tokens=0)
                 raise
-        return Pass(ticket, held, upstream_model)
+        return Pass(ticket, held, upstream_model, fiat)
 
     def release(self, admitted: Pass, rec: RequestRecord) -> None:
         """Settle with the real usage; runs as its own task so a cancelled handler still does."""
@@ -122,22 +128,20 @@ class Gate:
         task.add_done_callback(self._pending.discard)
 
     async def _release(self, admitted: Pass, rec: RequestRecord) -> None:
-        usage = usage_of(rec)
+        charged = rec.charged  # priced once by the accounting when the attempt settled
+        usage, money = (usage_of(rec), None) if charged is None else charged
         tokens = usage.input_tokens + usage.output_tokens
         try:
             if admitted.ticket is not None:
                 await self.limiter.settle(admitted.ticket, actual_tokens=tokens)
             if admitted.budget is not None:
-                model = rec.upstream_model or admitted.model
-                if self._prices.get(model) is None:
-                    charge = Charge(tokens=tokens)
-                else:
-                    money = self._prices.cost(model, usage)
-                    charge = Charge.of(money, tokens=tokens, usd_cny=self._usd_cny)
+                if charged is None and admitted.fiat:
+                    model = rec.upstream_model or admitted.model
+                    if self._prices.get(model) is not None:
+                        money = self._prices.cost(model, usage)
+                charge = self._charge(money, tokens, admitted.fiat)
                 await self._budgets.settle(admitted.budget, charge)
-        except (
-            Exception
-        ) as exc:  # a settle that fails leaves a reservation to expire, never a crash
+        except Exception as exc:  # a settle that fails leaves a reservation to expire
             log.warning("settling limits/budget failed: %s", type(exc).__name__)
 
     async def close(self) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "secret_from_row",
     "secret_row",
     "settles",
+    "sqlite_usage_row",
     "team_from_row",
     "team_row",
     "usage_from_row",
@@ -206,6 +207,64 @@ def usage_row(record: UsageRecord) -> Row:
         "finished_at": _utc_or_none(record.finished_at),
         "http_status": record.http_status,
     }
+
+
+USAGE_COLUMNS = (
+    "attempt_id",
+    "request_id",
+    "key_id",
+    "team_id",
+    "model",
+    "provider",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "currency",
+    "started_at",
+    "finished_at",
+    "http_status",
+)
+SQLITE_MAX_UNITS = 2**63 - 1
+
+
+def sqlite_money(value: Decimal) -> int:
+    """Money as SQLite stores it: an integer count of nano-units (schema.Money)."""
+    units = int(money(value).scaleb(MONEY_PLACES))
+    if abs(units) > SQLITE_MAX_UNITS:
+        raise ValueError(f"amount {value} is too large to store exactly")
+    return units
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """A datetime as SQLite stores it: naive UTC text, the format of SQLAlchemy's DateTime."""
+    if value is None:
+        return None
+    if value.tzinfo is UTC:
+        return value.isoformat(" ", "microseconds")[:26]  # the "+00:00" cut
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def sqlite_usage_row(r: UsageRecord) -> tuple[object, ...]:
+    """:func:`usage_row` in stored form, in :data:`USAGE_COLUMNS` order."""
+    return (
+        r.attempt_id,
+        r.request_id,
+        r.key_id,
+        r.team_id,
+        r.model,
+        r.provider,
+        r.status,
+        r.input_tokens,
+        r.output_tokens,
+        sqlite_money(r.cost),
+        r.currency,
+        sqlite_time(r.started_at),
+        sqlite_time(r.finished_at),
+        r.http_status,
+    )
 
 
 def usage_from_row(row: Mapping[Any, Any]) -> UsageRecord:

@@ -45,6 +45,11 @@ class Budget:
     period: Period = "month"
     hard: bool = True  # refuse past the budget; False: alert at 80 % and 100 % only
 
+    def __post_init__(self) -> None:  # checked once here, not on every request it limits
+        amount = self.amount
+        if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
+            raise ValueError(f"budget amount must be a finite, non-negative Decimal: {amount!r}")
+
 
 @dataclass(slots=True)
 class Team:

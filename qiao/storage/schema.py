@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
-from .codec import MONEY_PLACES, money, utc
+from .codec import MONEY_PLACES, money, sqlite_money, utc
 
 __all__ = [
     "Money",
@@ -47,8 +47,6 @@ __all__ = [
     "virtual_keys",
 ]
 
-_SQLITE_MAX = 2**63 - 1
-
 
 class Money(TypeDecorator[Decimal]):
     impl = Numeric(38, MONEY_PLACES)
@@ -62,13 +60,7 @@ class Money(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        exact = money(value)
-        if dialect.name != "sqlite":
-            return exact
-        units = int(exact.scaleb(MONEY_PLACES))
-        if abs(units) > _SQLITE_MAX:
-            raise ValueError(f"amount {value} is too large to store exactly")
-        return units
+        return sqlite_money(value) if dialect.name == "sqlite" else money(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -262,15 +263,26 @@ class SqlStore:
             seen = latest.get(record.attempt_id)
             if seen is None or codec.settles(seen.status, record.status):
                 latest[record.attempt_id] = record
-        if latest:
+        if not latest:
+            return
+        if self._pg:
             rows = [codec.usage_row(r) for r in latest.values()]
 
             def op(conn: Connection) -> None:
-                if self._pg:
-                    conn.execute(_DURABLE_COMMIT)  # acknowledged must mean kept: see above
+                conn.execute(_DURABLE_COMMIT)  # acknowledged must mean kept: see above
                 conn.execute(self._sql.write_usage, rows)
 
-            await self._write(op)
+        else:
+            stored = [codec.sqlite_usage_row(r) for r in latest.values()]
+
+            def op(conn: Connection) -> None:
+                driver = conn.connection.driver_connection
+                if isinstance(driver, sqlite3.Connection):  # the default runner: skip Core too
+                    driver.executemany(self._sql.write_usage_sqlite, stored)
+                else:
+                    conn.exec_driver_sql(self._sql.write_usage_sqlite, stored)
+
+        await self._write(op)
 
     async def list_usage(
         self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000

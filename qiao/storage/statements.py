@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ColumnElement
 
+from . import codec
 from .schema import Money, change_version, changes, spend, usage, virtual_keys
 
 __all__ = ["Statements"]
@@ -47,11 +49,20 @@ class Statements:
         self.record_change = self.upsert(changes, ("kind", "entity_id"))
         new = self._insert(usage)
         # A settled row never goes back to pending (codec.settles, in SQL).
+        pending: ColumnElement[str] = literal_column(
+            "'pending'"
+        )  # a constant: no parameter in the driver SQL
         self.write_usage = new.on_conflict_do_update(
             index_elements=["attempt_id"],
             set_={c.name: new.excluded[c.name] for c in usage.c if c.name != "attempt_id"},
-            where=or_(usage.c.status == "pending", new.excluded.status != "pending"),
+            where=or_(usage.c.status == pending, new.excluded.status != pending),
         )
+        # The same upsert as driver SQL, for SQLite's executemany on rows already in stored
+        # form (codec.sqlite_usage_row): Core's per-row type processing costs twice the insert.
+        compiled = self.write_usage.compile(dialect=sqlite.dialect())
+        if compiled.positiontup != list(codec.USAGE_COLUMNS):
+            raise RuntimeError("codec.USAGE_COLUMNS is out of step with the usage table")
+        self.write_usage_sqlite = str(compiled)
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table) if self.pg else sqlite.insert(table)
