@@ -216,6 +216,7 @@ class Engine:
         return self._upstreams
 
     async def close(self) -> None:
+        self.access_log.flush()
         await self.gate.close()
         if self._write_behind is not None:
             await self._write_behind.close()

@@ -6,6 +6,7 @@ runs on every request, and the fields are already structured.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from ..pricing import Money
 
 __all__ = ["AccessLog", "RequestRecord"]
+
+_MAX_LINES = 512  # written at once past this many in one loop iteration
 
 
 @dataclass(slots=True)
@@ -49,9 +52,14 @@ class RequestRecord:
 
 
 class AccessLog:
+    """Lines are gathered and written once per event-loop iteration (one ``write(2)`` for all
+    the requests that finished in it, instead of one each); outside a loop, at once."""
+
     def __init__(self, stream: IO[str] | None = None, *, enabled: bool = True) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
+        self._lines: list[bytes] = []
+        self._scheduled = False
 
     def write(self, rec: RequestRecord, now: float) -> None:
         if not self.enabled:
@@ -81,7 +89,31 @@ class AccessLog:
             line["usage"] = rec.usage
         if rec.error:
             line["error"] = rec.error
+        self._lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        if self._scheduled:
+            if len(self._lines) >= _MAX_LINES:
+                self.flush()
+            return
         try:
-            self._stream.write(orjson.dumps(line).decode() + "\n")
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no loop running: write now
+            self.flush()
+        else:
+            self._scheduled = True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        try:
+            raw = getattr(self._stream, "buffer", None)
+            if raw is None:
+                self._stream.write(data.decode())
+            else:
+                self._stream.flush()  # what went through the text layer goes first
+                raw.write(data)
+                raw.flush()
         except (OSError, ValueError):  # closed or full stream: never fail a request over a log line
             pass

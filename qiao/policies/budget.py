@@ -190,6 +190,7 @@ class BudgetGuard:
         self._clock = clock
         self._on_alert = on_alert
         self._alerted: dict[str, tuple[datetime, int]] = {}  # soft scope -> (period, percent)
+        self._periods: dict[Period, tuple[datetime, datetime | None]] = {}  # start, end
 
     async def reserve(self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge) -> BudgetTicket:
         """Reserve ``max_cost`` in every scope or in none; raise :class:`BudgetExceeded` if a
@@ -199,7 +200,7 @@ class BudgetGuard:
         try:
             for scope, budget in scopes:
                 amount = max_cost.amount(budget.currency)
-                start = period_start(budget.period, now)
+                start = self._period_start(budget.period, now)
                 if budget.hard:
                     if not await self._ledger.reserve_spend(scope, start, amount, budget.amount):
                         raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
@@ -211,6 +212,25 @@ class BudgetGuard:
             raise
         return BudgetTicket(tuple(holds))
 
+    def settle_now(self, ticket: BudgetTicket, actual_cost: Charge) -> bool:
+        """:meth:`settle` without waiting, when the ledger keeps its counters in this process
+        (:class:`~.local_spend.WriteBehindLedger`); False if it cannot (nothing done)."""
+        adjust = getattr(self._ledger, "adjust_spend_now", None)
+        if adjust is None:
+            return False
+        if ticket.settled:
+            return True
+        holds = ticket.holds
+        deltas = [actual_cost.amount(hold.currency) - hold.amount for hold in holds]
+        for i, (hold, delta) in enumerate(zip(holds, deltas, strict=True)):
+            if delta and not adjust(hold.scope, hold.start, delta):
+                if i:  # cannot happen (reserving loaded them all); keep it whole anyway
+                    log.warning("budget settle of %s fell back to waiting", hold.scope)
+                ticket.holds = holds[i:]
+                return False
+        ticket.settled = True
+        return True
+
     async def settle(self, ticket: BudgetTicket, actual_cost: Charge) -> None:
         """Replace each reservation by the real cost (a refund when it cost less); idempotent."""
         if ticket.settled:
@@ -220,6 +240,15 @@ class BudgetGuard:
             delta = actual_cost.amount(hold.currency) - hold.amount
             if delta:
                 await self._ledger.adjust_spend(hold.scope, hold.start, delta)
+
+    def _period_start(self, period: Period, now: datetime) -> datetime:
+        """:func:`period_start`, remembered until the period ends (it runs on every request)."""
+        known = self._periods.get(period)
+        if known is not None and known[0] <= now and (known[1] is None or now < known[1]):
+            return known[0]
+        start = period_start(period, now)
+        self._periods[period] = (start, period_end(period, start))
+        return start
 
     async def spent(self, scope: str, budget: Budget) -> Decimal:
         """The scope's spend so far in the current period (reservations in flight included)."""

@@ -21,7 +21,7 @@ from ..observability.accesslog import RequestRecord
 from ..pricing import Money, PriceTable
 from ..storage.models import Budget, Limits
 from .budget import BudgetGuard, BudgetTicket, Charge
-from .limits import Limiter, Scope, Ticket
+from .limits import Limiter, LocalLimiter, Scope, Ticket
 
 __all__ = ["Gate", "Pass"]
 
@@ -82,6 +82,7 @@ class Gate:
         self, limiter: Limiter, budgets: BudgetGuard, prices: PriceTable, usd_cny: Decimal
     ) -> None:
         self.limiter = limiter
+        self._local = limiter if isinstance(limiter, LocalLimiter) else None  # never waits
         self._budgets = budgets
         self._prices = prices
         self._usd_cny = usd_cny
@@ -101,13 +102,19 @@ class Gate:
             return None
         input_estimate = raw_len // 4 + 1
         output = max_output(body)
-        ticket = (
-            await self.limiter.acquire(scopes, tokens=input_estimate + output) if scopes else None
-        )
+        ticket: Ticket | None = None
+        if scopes:
+            tokens = input_estimate + output
+            if self._local is not None:
+                ticket = self._local.acquire_now(scopes, tokens)
+            else:
+                ticket = await self.limiter.acquire(scopes, tokens=tokens)
         held: BudgetTicket | None = None
         fiat = False
         if budgets:
-            fiat = any(budget.currency != "tokens" for _, budget in budgets)
+            for _, budget in budgets:
+                if budget.currency != "tokens":
+                    fiat = True
             money = None
             if fiat and self._prices.get(upstream_model) is not None:
                 money = self._prices.max_cost(upstream_model, input_estimate, output)
@@ -122,24 +129,40 @@ class Gate:
         return Pass(ticket, held, upstream_model, fiat)
 
     def release(self, admitted: Pass, rec: RequestRecord) -> None:
-        """Settle with the real usage; runs as its own task so a cancelled handler still does."""
-        task = asyncio.get_running_loop().create_task(self._release(admitted, rec))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _release(self, admitted: Pass, rec: RequestRecord) -> None:
-        charged = rec.charged  # priced once by the accounting when the attempt settled
-        usage, money = (usage_of(rec), None) if charged is None else charged
-        tokens = usage.input_tokens + usage.output_tokens
+        """Settle with the real usage: at once when the limiter and the spend counters are in
+        this process, else as a task of its own, so a cancelled handler still settles."""
         try:
-            if admitted.ticket is not None:
-                await self.limiter.settle(admitted.ticket, actual_tokens=tokens)
+            charged = rec.charged  # priced once by the accounting when the attempt settled
+            usage, money = (usage_of(rec), None) if charged is None else charged
+            tokens = usage.input_tokens + usage.output_tokens
+            charge: Charge | None = None
             if admitted.budget is not None:
                 if charged is None and admitted.fiat:
                     model = rec.upstream_model or admitted.model
                     if self._prices.get(model) is not None:
                         money = self._prices.cost(model, usage)
                 charge = self._charge(money, tokens, admitted.fiat)
+            ticket = admitted.ticket
+            if ticket is not None and self._local is not None:
+                self._local.settle_now(ticket, tokens)
+                ticket = None
+            if ticket is None and (
+                admitted.budget is None
+                or (charge is not None and self._budgets.settle_now(admitted.budget, charge))
+            ):
+                return
+        except Exception as exc:  # a settle that fails leaves a reservation to expire
+            log.warning("settling limits/budget failed: %s", type(exc).__name__)
+            return
+        task = asyncio.get_running_loop().create_task(self._release(admitted, tokens, charge))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _release(self, admitted: Pass, tokens: int, charge: Charge | None) -> None:
+        try:
+            if admitted.ticket is not None:
+                await self.limiter.settle(admitted.ticket, actual_tokens=tokens)
+            if admitted.budget is not None and charge is not None:
                 await self._budgets.settle(admitted.budget, charge)
         except Exception as exc:  # a settle that fails leaves a reservation to expire
             log.warning("settling limits/budget failed: %s", type(exc).__name__)

@@ -58,7 +58,9 @@ class WriteBehindLedger:
         self, scope: str, period_start: datetime, amount: Decimal, limit: Decimal | None
     ) -> bool:
         key = (scope, period_start)
-        current = await self._current(key)
+        current = self._spent.get(key)
+        if current is None:
+            current = await self._current(key)
         if limit is not None and current + amount > limit:
             return False
         self._add(key, amount)
@@ -68,6 +70,15 @@ class WriteBehindLedger:
         key = (scope, period_start)
         await self._current(key)
         self._add(key, delta)
+
+    def adjust_spend_now(self, scope: str, period_start: datetime, delta: Decimal) -> bool:
+        """:meth:`adjust_spend` without waiting; False (nothing done) if the counter is not
+        loaded yet."""
+        key = (scope, period_start)
+        if key not in self._spent:
+            return False
+        self._add(key, delta)
+        return True
 
     async def get_spend(self, scope: str, period_start: datetime) -> Decimal:
         return await self._current((scope, period_start))

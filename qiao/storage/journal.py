@@ -205,8 +205,9 @@ class Journal:
             self._next = number + 1
         self.rotate((), in_memory=True)
 
-    def append(self, line: bytes) -> Segment | None:
-        """Write one line; the segment it went to, or None if the journal cannot take it."""
+    def append(self, line: bytes, lines: int = 1) -> Segment | None:
+        """Write ``line`` (``lines`` whole lines); the segment it went to, or None if the journal
+        cannot take it."""
         seg = self.active
         if seg is None:
             return None
@@ -218,7 +219,7 @@ class Journal:
             self.error = exc
             self._close_active()  # a torn line may end it: never append after one
             return None
-        seg.lines += 1
+        seg.lines += lines
         seg.size += written
         self._dirty = True
         return seg
