@@ -43,7 +43,7 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     app.add_routes(openai.azure_routes())
     app.add_routes(anthropic.routes())
     app.add_routes(gemini.routes())
-    admin = AdminAPI(engine.store, engine.keys, engine.vault)
+    admin = AdminAPI(engine.store, engine.keys, engine.vault, engine.gate.budgets)
     app[ADMIN] = admin
     app.add_routes(admin.routes())
     if config.server.cors_origins:

@@ -6,20 +6,31 @@ running gateway picks changes up from the store within its ``sync_interval``. Se
 printed once and never taken from argv: a provider key comes from stdin or a prompt. Each
 command first brings the schema up to date, as the gateway does at start-up (idempotent). Every
 error is a message on stderr and exit code 2, never a traceback.
+
+Budget spend is the exception, as a running gateway may hold its counters in memory (one
+process on SQLite writes them behind, every half second). ``show`` reads the spend where the
+gateway writes it (Redis when ``storage.redis_url`` is set, else the store), so it may lag by
+that much; ``budget-reset`` asks the gateway itself (``POST /admin/…/budget/reset`` at ``--url``
+or the config's ``listen``, with ``QIAO_ADMIN_KEY`` or the config's ``admin_key``) and resets
+in the store or Redis directly, as actor ``cli``, only when no gateway answers there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
+import orjson
 from pydantic import ValidationError
 
 from .admin import ops
@@ -44,16 +55,18 @@ from .cli_forms import (
     team_fields,
     team_options,
 )
-from .config import ConfigError, StorageSettings, load
+from .config import Config, ConfigError, StorageSettings, load
 from .errors import QiaoError
+from .policies.budget import BudgetGuard
 from .secrets import MASTER_KEY_ENV, MasterKey, SecretError, Vault
 from .storage import StorageUnavailable, Store, open_store
-from .storage.models import Limits, VirtualKey
+from .storage.models import Budget, Limits, VirtualKey
 
 __all__ = ["COMMANDS", "add_commands", "run"]
 
 COMMANDS = frozenset({"db", "keys", "teams", "providers"})
 ACTOR = "cli"
+ADMIN_KEY_ENV = "QIAO_ADMIN_KEY"
 StoreAction = Callable[[argparse.Namespace, Store], Awaitable[None]]
 
 if TYPE_CHECKING:
@@ -89,6 +102,9 @@ def add_commands(sub: _Group) -> None:
         ("rotate", _keys_rotate, "give a key a new secret (shown once)"),
     ):
         leaf(keys, name, action, text).add_argument("id")
+    _url_option(leaf(keys, "budget-reset", _keys_budget_reset, _RESET_HELP % "key")).add_argument(
+        "id"
+    )
     update = leaf(keys, "update", _keys_update, "change a key")
     update.add_argument("id")
     key_options(update, for_update=True)
@@ -106,6 +122,8 @@ def add_commands(sub: _Group) -> None:
     leaf(teams, "list", _teams_list, "list teams")
     leaf(teams, "show", _teams_show, "show a team (id or name)").add_argument("team")
     leaf(teams, "delete", _teams_delete, "delete a team without keys").add_argument("team")
+    treset = leaf(teams, "budget-reset", _teams_budget_reset, _RESET_HELP % "team")
+    _url_option(treset).add_argument("team")
     tupdate = leaf(teams, "update", _teams_update, "change a team")
     tupdate.add_argument("team")
     team_options(tupdate, for_update=True)
@@ -117,6 +135,17 @@ def add_commands(sub: _Group) -> None:
     put.set_defaults(prepare=_read_provider_key)
     leaf(psub, "delete-key", _providers_delete, "delete a stored provider key").add_argument("name")
     leaf(psub, "list", _providers_list, "list stored provider keys (hints only)")
+
+
+_RESET_HELP = "zero the spend of the %s's current budget period"
+
+
+def _url_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument(
+        "--url",
+        help="the running gateway, which holds the live spend (default: the config's listen)",
+    )
+    return p
 
 
 # ---------------------------------------------------------------------- running
@@ -163,11 +192,22 @@ async def _with_store(args: argparse.Namespace) -> None:
 def _store_url(args: argparse.Namespace) -> str:
     if args.db:
         return str(args.db)
-    if args.config:
-        return load(args.config).storage.url
+    config = _config(args)
+    if config is not None:
+        return config.storage.url
     url = StorageSettings().url
     print(f"qiao: no --config or --db given; using {url}", file=sys.stderr)
     return url
+
+
+def _config(args: argparse.Namespace) -> Config | None:
+    """The ``--config`` file, read once; None with ``--db`` (the store alone) or neither."""
+    if args.db or not args.config:
+        return None
+    loaded: Config | None = getattr(args, "loaded_config", None)
+    if loaded is None:
+        loaded = args.loaded_config = load(args.config)
+    return loaded
 
 
 # ---------------------------------------------------------------------- db, keys
@@ -222,7 +262,8 @@ async def _keys_list(args: argparse.Namespace, store: Store) -> None:
 
 
 async def _keys_show(args: argparse.Namespace, store: Store) -> None:
-    show(args, key_out(await ops.get_key(store, args.id)))
+    key = await ops.get_key(store, args.id)
+    show(args, await _with_status(args, store, key_out(key), ops.key_scope(key), key.budget))
 
 
 async def _keys_update(args: argparse.Namespace, store: Store) -> None:
@@ -314,7 +355,8 @@ async def _teams_list(args: argparse.Namespace, store: Store) -> None:
 
 
 async def _teams_show(args: argparse.Namespace, store: Store) -> None:
-    show(args, team_out(await ops.find_team(store, args.team)))
+    team = await ops.find_team(store, args.team)
+    show(args, await _with_status(args, store, team_out(team), ops.team_scope(team), team.budget))
 
 
 async def _teams_update(args: argparse.Namespace, store: Store) -> None:
@@ -329,6 +371,129 @@ async def _teams_update(args: argparse.Namespace, store: Store) -> None:
 async def _teams_delete(args: argparse.Namespace, store: Store) -> None:
     team = await ops.delete_team(store, ACTOR, (await ops.find_team(store, args.team)).id)
     show(args, {"deleted": team.id})
+
+
+# ---------------------------------------------------------------------- budget spend
+
+
+@contextlib.asynccontextmanager
+async def _spend(args: argparse.Namespace, store: Store) -> AsyncIterator[BudgetGuard]:
+    """The spend counters where the gateway keeps them: Redis if configured, else the store."""
+    config = _config(args)
+    if config is None or not config.storage.redis_url:
+        yield BudgetGuard(store)
+        return
+    from redis.asyncio import Redis  # only when configured, as in the gateway
+
+    from .policies.redis_spend import RedisSpendLedger
+
+    client = Redis.from_url(config.storage.redis_url)
+    try:
+        yield BudgetGuard(RedisSpendLedger(client, timeout=config.storage.redis_timeout))
+    finally:
+        await client.aclose()
+
+
+async def _with_status(
+    args: argparse.Namespace,
+    store: Store,
+    record: dict[str, Any],
+    scope: str,
+    budget: Budget | None,
+) -> dict[str, Any]:
+    """``record`` with its ``budget_status``, as ``GET /admin/keys/{id}`` shows it."""
+    if budget is not None:
+        async with _spend(args, store) as guard:
+            record["budget_status"] = await ops.budget_status(guard, scope, budget)
+    return record
+
+
+def _gateway_url(args: argparse.Namespace) -> str | None:
+    if args.url:
+        return str(args.url).rstrip("/")
+    config = _config(args)
+    if config is None:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(config.host, config.host)  # noqa: S104
+    return f"http://{f'[{host}]' if ':' in host else host}:{config.port}"
+
+
+def _admin_credential(args: argparse.Namespace) -> str | None:
+    from_env = os.environ.get(ADMIN_KEY_ENV)
+    if from_env:
+        return from_env.strip()
+    config = _config(args)
+    if config is not None and config.admin_key is not None:
+        return config.admin_key.get_secret_value()
+    return None
+
+
+async def _reset_on_gateway(args: argparse.Namespace, path: str) -> dict[str, Any] | None:
+    """``POST path`` on the running gateway: the record it answers, or None when no gateway
+    answers (nothing listens there)."""
+    url = _gateway_url(args)
+    if url is None:
+        return None
+    credential = _admin_credential(args)
+    headers = {"Authorization": f"Bearer {credential}"} if credential else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.post(url + path, headers=headers) as resp,
+        ):
+            status, raw = resp.status, await resp.read()
+    except aiohttp.ClientConnectorError:
+        print(f"qiao: no gateway answers at {url}; resetting the spend directly", file=sys.stderr)
+        return None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise CliError(f"the gateway at {url}: {type(exc).__name__}: {exc}") from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise CliError(f"the gateway at {url} answered {status} without a JSON object")
+    if status == 200:
+        return body
+    error = body.get("error")
+    message = str(error.get("message")) if isinstance(error, dict) else f"HTTP {status}"
+    if status in (401, 403):
+        raise CliError(
+            f"the gateway at {url} refused: {message} "
+            f"(set {ADMIN_KEY_ENV} to an admin key, or admin_key in the config)"
+        )
+    if status >= 500:
+        raise CliError(f"the gateway at {url} answered {status}: {message}")
+    raise CliError(message)
+
+
+async def _keys_budget_reset(args: argparse.Namespace, store: Store) -> None:
+    path = f"/admin/keys/{urllib.parse.quote(args.id, safe='')}/budget/reset"
+    shown = await _reset_on_gateway(args, path)
+    if shown is None:
+        async with _spend(args, store) as guard:
+            key = await ops.reset_key_budget(store, guard, ACTOR, args.id)
+            shown = key_out(key)
+            if key.budget is not None:
+                shown["budget_status"] = await ops.budget_status(
+                    guard, ops.key_scope(key), key.budget
+                )
+    show(args, shown)
+
+
+async def _teams_budget_reset(args: argparse.Namespace, store: Store) -> None:
+    team_id = (await ops.find_team(store, args.team)).id  # an id or a unique name
+    path = f"/admin/teams/{urllib.parse.quote(team_id, safe='')}/budget/reset"
+    shown = await _reset_on_gateway(args, path)
+    if shown is None:
+        async with _spend(args, store) as guard:
+            team = await ops.reset_team_budget(store, guard, ACTOR, team_id)
+            shown = team_out(team)
+            if team.budget is not None:
+                shown["budget_status"] = await ops.budget_status(
+                    guard, ops.team_scope(team), team.budget
+                )
+    show(args, shown)
 
 
 def _read_provider_key(args: argparse.Namespace) -> None:

@@ -22,6 +22,7 @@ from .storage.models import Budget, Limits, VirtualKey
 
 __all__ = [
     "CliError",
+    "budget_text",
     "describe",
     "key_fields",
     "key_options",
@@ -214,6 +215,17 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def budget_text(status: Mapping[str, Any] | None) -> str:
+    """A ``budget_status`` in one line: ``spent 16 tokens, remaining 24 tokens; day from …``."""
+    if status is None:
+        return "unknown: the spend ledger cannot be read just now"
+    unit = status["currency"]
+    used = f"spent {status['spent']} {unit}, remaining {status['remaining']} {unit}"
+    if status["period_end"] is None:
+        return f"{used}; {status['period']} (never resets)"
+    return f"{used}; {status['period']} from {status['period_start']} to {status['period_end']}"
+
+
 def show(args: argparse.Namespace, record: Mapping[str, Any]) -> None:
     """One record: the API's JSON with ``--json``, else aligned ``field  value`` lines."""
     if args.json:
@@ -221,7 +233,8 @@ def show(args: argparse.Namespace, record: Mapping[str, Any]) -> None:
         return
     width = max(len(k) for k in record)
     for k, v in record.items():
-        print(f"{k:<{width}}  {_text(v)}")
+        text = budget_text(v) if k == "budget_status" else _text(v)
+        print(f"{k:<{width}}  {text}")
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -15,7 +15,6 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -35,7 +34,7 @@ from .policies.budget import BudgetGuard, SpendLedger
 from .policies.gate import Gate
 from .policies.limits import FailoverLimiter, Limiter, LocalLimiter
 from .policies.local_spend import WriteBehindLedger
-from .pricing import PriceTable
+from .pricing import DEFAULT_USD_CNY, PriceTable
 from .providers.cloud import StoredKeyAuth, authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
 from .providers.openai import ProviderInfo
@@ -53,7 +52,6 @@ __all__ = ["Engine", "Opened"]
 
 log = logging.getLogger("qiao.engine")
 
-USD_CNY = Decimal("7.2")  # yuan per dollar for cross-currency budgets (config: later)
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -153,7 +151,7 @@ class Engine:
             wait = config.storage.redis_timeout
             limiter = FailoverLimiter(RedisLimiter(self.redis, timeout=wait), LocalLimiter())
             ledger = RedisSpendLedger(self.redis, timeout=wait)
-        self.gate = Gate(limiter, BudgetGuard(ledger), prices, USD_CNY)
+        self.gate = Gate(limiter, BudgetGuard(ledger), prices, DEFAULT_USD_CNY)
 
     async def start(self) -> None:
         """Open the store (migrating it), load the keys, start the writers. A database that is

@@ -6,11 +6,14 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,12 @@ def config(db: Path, journal: str = "journal") -> str:
     return f"""
 admin_key: {ADMIN_KEY}
 providers: {{mock: {{type: mock}}}}
-models: {{qiao-mock: [{{provider: mock}}], other: [{{provider: mock}}]}}
+models: {{qiao-mock: [{{provider: mock}}], other: [{{provider: mock}}], {PRICED}: [{{provider: mock}}]}}
 storage: {{url: "sqlite:///{db}", journal_dir: "{db.parent / journal}", sync_interval: 0.2}}
 """
+
+
+PRICED = "gpt-4o-mini"  # in qiao.pricing.DEFAULT_PRICES: the mock's answers cost real USD
 
 
 def call(
@@ -281,3 +287,173 @@ storage: {{url: "sqlite:///{tmp_path / "s.db"}", journal_dir: "{tmp_path / "j"}"
                     time.sleep(0.1)
             assert r.choices[0].message.content == "echo: x"
             assert fake.last_request.headers["Authorization"] == f"Bearer {upstream_key}"
+
+
+# ---------------------------------------------------------------------- budget status and reset
+
+
+def chat_usage(gw: Gateway, key: str, model: str = "qiao-mock") -> int:
+    """One call; the tokens it used (input + output), as the answer reports them."""
+    r = sdk(gw, key).chat.completions.create(
+        model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert r.usage is not None
+    return r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def settled_usage(gw: Gateway, key_id: str, count: int) -> list[dict[str, Any]]:
+    """The key's usage rows once ``count`` of them are settled (they are written behind)."""
+    deadline = time.monotonic() + 5
+    while True:
+        _, usage = call(gw, "GET", f"/admin/usage?key_id={key_id}")
+        rows = [r for r in usage["data"] if r["status"] != "pending"]
+        if len(rows) >= count or time.monotonic() > deadline:
+            assert len(rows) == count, usage
+            return rows
+        time.sleep(0.05)
+
+
+def status_of(gw: Gateway, path: str) -> dict[str, Any]:
+    status, shown = call(gw, "GET", path)
+    assert status == 200, shown
+    return shown["budget_status"]
+
+
+def test_usd_budget_status_is_the_settled_cost(gw: Gateway) -> None:
+    budget = {"amount": "0.5", "currency": "USD", "period": "month"}
+    _, key = call(gw, "POST", "/admin/keys", {"name": "priced", "budget": budget})
+    for _ in range(3):
+        chat(gw, key["key"], PRICED)
+    rows = settled_usage(gw, key["id"], 3)
+    cost = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
+    assert cost > 0 and {r["currency"] for r in rows} == {"USD"}
+
+    shown = status_of(gw, f"/admin/keys/{key['id']}")
+    # settled to the real cost: a reservation left at its maximum would be far more
+    assert Decimal(shown["spent"]) == cost
+    assert Decimal(shown["remaining"]) == Decimal("0.5") - cost
+    assert shown["currency"] == "USD" and shown["period"] == "month"
+    start = datetime.fromisoformat(shown["period_start"])
+    end = datetime.fromisoformat(shown["period_end"])
+    now = datetime.now(UTC)
+    assert start.utcoffset() is not None and start.utcoffset().total_seconds() == 0
+    assert start.day == 1 and start <= now < end and (end.month - start.month) % 12 == 1
+    # lists stay as they were: no per-row ledger look-ups
+    _, listed = call(gw, "GET", "/admin/keys")
+    assert all("budget_status" not in k for k in listed["data"])
+
+
+def test_token_budget_status_counts_input_and_output(gw: Gateway) -> None:
+    budget = {"amount": "1000", "currency": "tokens", "period": "total"}
+    _, key = call(gw, "POST", "/admin/keys", {"name": "tokens", "budget": budget})
+    used = sum(chat_usage(gw, key["key"]) for _ in range(4))
+    shown = status_of(gw, f"/admin/keys/{key['id']}")
+    assert shown == {
+        "spent": str(used),
+        "remaining": str(1000 - used),
+        "currency": "tokens",
+        "period": "total",
+        "period_start": "1970-01-01T00:00:00+00:00",
+        "period_end": None,  # a prepaid quota never resets
+    }
+    _, plain = call(gw, "POST", "/admin/keys", {"name": "no-budget"})
+    assert "budget_status" not in call(gw, "GET", f"/admin/keys/{plain['id']}")[1]
+
+
+def test_reset_lets_a_refused_key_work_again_and_is_audited(gw: Gateway) -> None:
+    budget = {"amount": "40", "currency": "tokens", "period": "day"}
+    _, key = call(gw, "POST", "/admin/keys", {"name": "quota", "budget": budget})
+    used = chat_usage(gw, key["key"])
+    with pytest.raises(openai.RateLimitError) as exc:
+        chat(gw, key["key"])
+    assert exc.value.code == "insufficient_quota"
+    assert status_of(gw, f"/admin/keys/{key['id']}")["spent"] == str(used)
+
+    status, reset = call(gw, "POST", f"/admin/keys/{key['id']}/budget/reset")
+    assert status == 200 and reset["id"] == key["id"] and "key" not in reset
+    assert reset["budget_status"]["spent"] == "0"
+    assert reset["budget_status"]["remaining"] == "40"
+    assert status_of(gw, f"/admin/keys/{key['id']}")["spent"] == "0"
+    assert chat(gw, key["key"]).startswith("Hello")  # served again
+
+    _, audit = call(gw, "GET", "/admin/audit")
+    entry = next(e for e in audit["data"] if e["action"] == "key.budget_reset")
+    assert entry["target"] == key["id"] and entry["actor"] == "admin"
+    assert entry["detail"]["spent"] == str(used) and entry["detail"]["currency"] == "tokens"
+
+
+def test_budget_reset_errors(gw: Gateway) -> None:
+    _, viewer = call(gw, "POST", "/admin/keys", {"name": "v", "role": "viewer"})
+    budget = {"amount": "40", "currency": "tokens", "period": "day"}
+    _, key = call(gw, "POST", "/admin/keys", {"name": "b", "budget": budget})
+    _, plain = call(gw, "POST", "/admin/keys", {"name": "p"})
+    _, team = call(gw, "POST", "/admin/teams", {"name": "t"})
+
+    status, err = call(gw, "POST", f"/admin/keys/{key['id']}/budget/reset", key=viewer["key"])
+    assert status == 403 and err["error"]["code"] == "read_only"
+    assert status_of(gw, f"/admin/keys/{key['id']}") is not None  # a viewer may read it
+    assert call(gw, "GET", f"/admin/keys/{key['id']}", key=viewer["key"])[0] == 200
+    status, err = call(gw, "POST", "/admin/keys/key_missing/budget/reset")
+    assert status == 404 and err["error"]["code"] == "key_not_found"
+    status, err = call(gw, "POST", "/admin/teams/team_missing/budget/reset")
+    assert status == 404 and err["error"]["code"] == "team_not_found"
+    for path in (f"/admin/keys/{plain['id']}", f"/admin/teams/{team['id']}"):
+        status, err = call(gw, "POST", path + "/budget/reset")
+        assert status == 400 and err["error"]["code"] == "no_budget", err
+        assert err["error"]["type"] == "invalid_request_error"
+    _, audit = call(gw, "GET", "/admin/audit")
+    assert not any(e["action"].endswith("budget_reset") for e in audit["data"])
+
+    _, doc = call(gw, "GET", "/admin/openapi.json")
+    assert "post" in doc["paths"]["/admin/keys/{id}/budget/reset"]
+    assert "post" in doc["paths"]["/admin/teams/{id}/budget/reset"]
+    assert "BudgetStatus" in doc["components"]["schemas"]
+
+
+def test_team_budget_status_and_reset(gw: Gateway) -> None:
+    budget = {"amount": "1", "currency": "USD", "period": "week", "hard": False}
+    _, team = call(gw, "POST", "/admin/teams", {"name": "search", "budget": budget})
+    _, a = call(gw, "POST", "/admin/keys", {"name": "a", "team_id": team["id"]})
+    _, b = call(gw, "POST", "/admin/keys", {"name": "b", "team_id": team["id"]})
+    for secret in (a["key"], b["key"], a["key"]):
+        chat(gw, secret, PRICED)
+    rows = settled_usage(gw, a["id"], 2) + settled_usage(gw, b["id"], 1)
+    cost = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
+    shown = status_of(gw, f"/admin/teams/{team['id']}")
+    assert Decimal(shown["spent"]) == cost > 0
+    assert Decimal(shown["remaining"]) == 1 - cost
+    assert shown["period"] == "week" and shown["currency"] == "USD"
+    start = datetime.fromisoformat(shown["period_start"])
+    assert start.weekday() == 0 and datetime.fromisoformat(shown["period_end"]) - start == (
+        datetime(2000, 1, 8) - datetime(2000, 1, 1)
+    )
+    _, listed = call(gw, "GET", "/admin/teams")
+    assert all("budget_status" not in t for t in listed["data"])
+
+    status, reset = call(gw, "POST", f"/admin/teams/{team['id']}/budget/reset")
+    assert status == 200 and reset["budget_status"]["spent"] == "0"
+    assert reset["budget_status"]["remaining"] == "1"
+    _, audit = call(gw, "GET", "/admin/audit")
+    assert any(
+        e["action"] == "team.budget_reset" and e["target"] == team["id"] for e in audit["data"]
+    )
+
+
+def test_budget_status_is_null_when_the_spend_ledger_is_down(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on: Redis is "down"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = config(tmp_path / "q.db").replace(
+        "sync_interval: 0.2}", f'sync_interval: 0.2, redis_url: "redis://127.0.0.1:{port}/0"}}'
+    )
+    with Gateway(cfg) as gw:
+        budget = {"amount": "5", "currency": "USD", "period": "day"}
+        _, key = call(gw, "POST", "/admin/keys", {"name": "k", "budget": budget})
+        status, shown = call(gw, "GET", f"/admin/keys/{key['id']}")
+        assert status == 200 and shown["budget_status"] is None
+        assert str(port) not in json.dumps(shown) and "redis" not in json.dumps(shown).lower()
+        _, team = call(gw, "POST", "/admin/teams", {"name": "t", "budget": budget})
+        status, shown = call(gw, "GET", f"/admin/teams/{team['id']}")
+        assert status == 200 and shown["budget_status"] is None
+        status, err = call(gw, "POST", f"/admin/keys/{key['id']}/budget/reset")
+        assert status == 503 and str(port) not in json.dumps(err)

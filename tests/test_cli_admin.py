@@ -15,12 +15,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from qiao.policies.budget import period_start
 from qiao.secrets import MasterKey, SecretError, Vault
 from qiao.storage import open_store
 from qiao.storage.models import ProviderSecret
@@ -285,6 +288,113 @@ def test_a_cli_key_works_on_a_running_gateway(gateway: Site) -> None:
         raise AssertionError("the gateway still accepts a revoked key")
 
     _eventually(refused)
+
+
+# ---------------------------------------------------------------------- budget status and reset
+
+
+def _chat_tokens(site: Site, key: str) -> int:
+    """One call; the tokens it used (input + output)."""
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{site.port}/v1", api_key=key, max_retries=0, timeout=10
+    )
+    reply = client.chat.completions.create(
+        model="qiao-mock", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.usage is not None
+    return reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def _spent_in_store(site: Site, scope: str, add: str = "0") -> Decimal:
+    """The spend the store holds for ``scope`` this month (after adding ``add``)."""
+
+    async def run() -> Decimal:
+        store = open_store(f"sqlite:///{site.db}")
+        try:
+            start = period_start("month", datetime.now(UTC))  # the CLI's default period
+            if Decimal(add):
+                await store.adjust_spend(scope, start, Decimal(add))
+            return await store.get_spend(scope, start)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def test_budget_show_and_reset_on_a_running_gateway(gateway: Site) -> None:
+    created = gateway.json(
+        "keys", "create", "--name", "quota", "--budget", "40", "--currency", "tokens"
+    )
+    key_id = created["id"]
+    used = _eventually(lambda: _chat_tokens(gateway, created["key"]))  # after key sync
+    with pytest.raises(openai.RateLimitError) as exc:
+        _chat_tokens(gateway, created["key"])
+    assert exc.value.code == "insufficient_quota"
+
+    def shows_spend() -> dict[str, Any]:  # the store gets the spend within half a second
+        status: dict[str, Any] = gateway.json("keys", "show", key_id)["budget_status"]
+        assert status["spent"] == str(used), status
+        return status
+
+    status = _eventually(shows_spend)
+    assert status["remaining"] == str(40 - used) and status["period"] == "month"  # the default
+    text = gateway.ok("keys", "show", key_id)
+    assert f"spent {used} tokens, remaining {40 - used} tokens; month from " in text
+
+    wrong = gateway.run("keys", "budget-reset", key_id, QIAO_ADMIN_KEY="sk-qiao-not-an-admin")
+    assert wrong.returncode == 2 and "QIAO_ADMIN_KEY" in wrong.stderr
+    reset = gateway.run("keys", "budget-reset", key_id, "--json")
+    assert reset.returncode == 0 and reset.stderr == "", reset.stderr  # through the gateway
+    assert json.loads(reset.stdout)["budget_status"]["spent"] == "0"
+    assert _chat_tokens(gateway, created["key"]) == used  # served again, at once
+    _, audit = _stored(gateway)
+    assert ("admin", "key.budget_reset") in audit  # the gateway's audit: the admin key acted
+
+    team = gateway.json("teams", "create", "--name", "search", "--budget", "1000", "--currency",
+                        "tokens", "--period", "total")  # fmt: skip
+    member = gateway.json("keys", "create", "--name", "m", "--team", "search")
+    team_used = _eventually(lambda: _chat_tokens(gateway, member["key"]))
+
+    def team_spend() -> dict[str, Any]:
+        status: dict[str, Any] = gateway.json("teams", "show", "search")["budget_status"]
+        assert status["spent"] == str(team_used), status
+        return status
+
+    assert _eventually(team_spend)["period_end"] is None
+    assert "(never resets)" in gateway.ok("teams", "show", team["id"])
+    out = gateway.json("teams", "budget-reset", "search")
+    assert out["id"] == team["id"] and out["budget_status"]["spent"] == "0"
+    assert out["budget_status"]["remaining"] == "1000"
+
+
+def test_budget_reset_without_a_gateway_resets_the_store(site: Site) -> None:
+    key = site.json("keys", "create", "--name", "k", "--budget", "40", "--currency", "tokens")
+    plain = site.json("keys", "create", "--name", "plain")
+    assert _spent_in_store(site, f"key:{key['id']}", add="7") == 7
+    status = site.json("keys", "show", key["id"])["budget_status"]
+    assert (status["spent"], status["remaining"], status["currency"]) == ("7", "33", "tokens")
+    assert "budget_status" not in site.json("keys", "show", plain["id"])
+
+    proc = site.run("keys", "budget-reset", key["id"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "no gateway answers" in proc.stderr  # nothing listens on the config's port
+    assert json.loads(proc.stdout)["budget_status"]["spent"] == "0"
+    assert _spent_in_store(site, f"key:{key['id']}") == 0
+    _, audit = _stored(site)
+    assert ("cli", "key.budget_reset") in audit
+
+    none = site.run("keys", "budget-reset", plain["id"])
+    assert none.returncode == 2 and "no budget" in none.stderr and none.stdout == ""
+    missing = site.run("keys", "budget-reset", "key_missing")
+    assert missing.returncode == 2 and "No key 'key_missing'" in missing.stderr
+
+    team = site.json("teams", "create", "--name", "ops", "--budget", "2.5")
+    _spent_in_store(site, f"team:{team['id']}", add="1.25")
+    assert site.json("teams", "show", "ops")["budget_status"]["remaining"] == "1.25"
+    proc = site.run("teams", "budget-reset", "ops", "--db", f"sqlite:///{site.db}", "--json")
+    assert proc.returncode == 0 and proc.stderr == ""  # --db: the store alone, no gateway asked
+    assert json.loads(proc.stdout)["budget_status"]["spent"] == "0"
+    assert ("cli", "team.budget_reset") in _stored(site)[1]
 
 
 # ---------------------------------------------------------------------- provider keys

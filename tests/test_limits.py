@@ -100,7 +100,7 @@ def test_local_tpm_reserves_the_estimate_and_settles_the_difference() -> None:
     assert refused.value.retry_after == 12.0  # 200 tokens at 1000/min
     limiter.settle_now(first, 100)  # used far less than reserved: refund 500
     second = limiter.acquire_now(scopes, 600)
-    assert second.tokens == Quota(1000, 300, 42.0)
+    assert second.quotas() == (None, Quota(1000, 300, 42.0))
 
 
 def test_local_tpm_overage_is_debt() -> None:
@@ -372,7 +372,7 @@ def test_redis_contract_tpm_concurrency_and_all_or_nothing(redis_server: RedisSe
                 await limiter.acquire((roomy, full), tokens=0)
             assert refused.value.scope == "team:t"
             ticket = await limiter.acquire((roomy,), tokens=0)
-            assert ticket.requests == Quota(10, 9, 6.0)
+            assert ticket.quotas()[0] == Quota(10, 9, 6.0)
 
     asyncio.run(main())
 

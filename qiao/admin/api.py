@@ -20,9 +20,10 @@ from pydantic import BaseModel, ValidationError
 
 from ..auth import KeyRing, Principal, credential_from, principal_for
 from ..errors import AuthenticationFailed, InvalidRequest, PermissionDenied, QiaoError, Unavailable
+from ..policies.budget import BudgetGuard
 from ..secrets import Vault
 from ..storage.base import StorageUnavailable, Store
-from ..storage.models import VirtualKey
+from ..storage.models import Team, VirtualKey
 from ..surfaces.openai import error_body
 from . import ops
 from .openapi import openapi as openapi_document
@@ -48,10 +49,13 @@ def _parse(model: type[BaseModel], raw: bytes) -> Any:
 
 
 class AdminAPI:
-    def __init__(self, store: Store, ring: KeyRing, vault: Vault | None) -> None:
+    def __init__(
+        self, store: Store, ring: KeyRing, vault: Vault | None, budgets: BudgetGuard
+    ) -> None:
         self._store = store
         self._ring = ring
         self._vault = vault
+        self._budgets = budgets  # the gateway's own: its spend counters may live in this process
         self._bootstrap: str | None = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -65,11 +69,13 @@ class AdminAPI:
             web.patch("/admin/keys/{id}", w(self.update_key)),
             web.post("/admin/keys/{id}/revoke", w(self.revoke_key)),
             web.post("/admin/keys/{id}/rotate", w(self.rotate_key)),
+            web.post("/admin/keys/{id}/budget/reset", w(self.reset_key_budget)),
             web.get("/admin/teams", r(self.list_teams)),
             web.post("/admin/teams", w(self.create_team)),
             web.get("/admin/teams/{id}", r(self.show_team)),
             web.patch("/admin/teams/{id}", w(self.update_team)),
             web.delete("/admin/teams/{id}", w(self.delete_team)),
+            web.post("/admin/teams/{id}/budget/reset", w(self.reset_team_budget)),
             web.get("/admin/providers", r(self.list_secrets)),
             web.put("/admin/providers/{name}/key", w(self.put_secret)),
             web.delete("/admin/providers/{name}/key", w(self.delete_secret)),
@@ -163,8 +169,26 @@ class AdminAPI:
         await self._learn(issued.key)
         return _json({**key_out(issued.key), "key": issued.secret}, 201)
 
+    async def _key_with_status(self, key: VirtualKey) -> dict[str, Any]:
+        """A key as shown alone: with its budget's ``budget_status`` (null: unknown now)."""
+        out = key_out(key)
+        if key.budget is not None:
+            out["budget_status"] = await ops.budget_status(
+                self._budgets, ops.key_scope(key), key.budget
+            )
+        return out
+
+    async def _team_with_status(self, team: Team) -> dict[str, Any]:
+        out = team_out(team)
+        if team.budget is not None:
+            out["budget_status"] = await ops.budget_status(
+                self._budgets, ops.team_scope(team), team.budget
+            )
+        return out
+
     async def show_key(self, request: web.Request, who: Principal) -> web.Response:
-        return _json(key_out(await ops.get_key(self._store, request.match_info["id"])))
+        key = await ops.get_key(self._store, request.match_info["id"])
+        return _json(await self._key_with_status(key))
 
     async def update_key(self, request: web.Request, who: Principal) -> web.Response:
         patch: KeyPatch = _parse(KeyPatch, await request.read())
@@ -182,6 +206,11 @@ class AdminAPI:
         await self._learn(issued.key, issued.old_hash)
         return _json({**key_out(issued.key), "key": issued.secret})
 
+    async def reset_key_budget(self, request: web.Request, who: Principal) -> web.Response:
+        key_id = request.match_info["id"]
+        key = await ops.reset_key_budget(self._store, self._budgets, who.name, key_id)
+        return _json(await self._key_with_status(key))
+
     # ------------------------------------------------------------------ teams
     async def list_teams(self, request: web.Request, who: Principal) -> web.Response:
         return _json({"data": [team_out(t) for t in await self._store.list_teams()]})
@@ -191,7 +220,8 @@ class AdminAPI:
         return _json(team_out(await ops.create_team(self._store, who.name, body)), 201)
 
     async def show_team(self, request: web.Request, who: Principal) -> web.Response:
-        return _json(team_out(await ops.get_team(self._store, request.match_info["id"])))
+        team = await ops.get_team(self._store, request.match_info["id"])
+        return _json(await self._team_with_status(team))
 
     async def update_team(self, request: web.Request, who: Principal) -> web.Response:
         patch: TeamPatch = _parse(TeamPatch, await request.read())
@@ -201,6 +231,11 @@ class AdminAPI:
     async def delete_team(self, request: web.Request, who: Principal) -> web.Response:
         team = await ops.delete_team(self._store, who.name, request.match_info["id"])
         return _json({"deleted": team.id})
+
+    async def reset_team_budget(self, request: web.Request, who: Principal) -> web.Response:
+        team_id = request.match_info["id"]
+        team = await ops.reset_team_budget(self._store, self._budgets, who.name, team_id)
+        return _json(await self._team_with_status(team))
 
     # ------------------------------------------------------------------ provider secrets
     async def list_secrets(self, request: web.Request, who: Principal) -> web.Response:

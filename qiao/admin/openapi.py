@@ -23,6 +23,47 @@ _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
+_DATE_TIME = {"type": "string", "format": "date-time"}
+_DECIMAL = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}
+_BUDGET_STATUS = {
+    "type": "object",
+    "description": "How much of the budget its current UTC period has used, reservations of "
+    "requests in flight included. Shown only when there is a budget; null when the spend "
+    "ledger (the store or Redis) cannot be read just now.",
+    "properties": {
+        "spent": _DECIMAL,
+        "remaining": {**_DECIMAL, "description": "amount - spent, never below zero"},
+        "currency": {"enum": ["USD", "CNY", "tokens"]},
+        "period": {"enum": ["day", "week", "month", "total"]},
+        "period_start": _DATE_TIME,
+        "period_end": {
+            "anyOf": [_DATE_TIME, {"type": "null"}],
+            "description": "null for a total budget (a prepaid quota): it never resets",
+        },
+    },
+    "required": ["spent", "remaining", "currency", "period", "period_start", "period_end"],
+}
+
+
+def _shown(what: str) -> dict[str, Any]:
+    status = {"anyOf": [{"$ref": "#/components/schemas/BudgetStatus"}, {"type": "null"}]}
+    schema = {"type": "object", "properties": {"budget_status": status}}
+    return {
+        "200": {
+            "description": f"The {what}, with `budget_status` when it has a budget",
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+def _reset(what: str) -> dict[str, Any]:
+    return {
+        **_shown(what),
+        "400": {"description": f"The {what} has no budget (code `no_budget`)"},
+        "404": {"description": f"No such {what}"},
+    }
+
+
 def _op(summary: str, responses: dict[str, Any] = _OK, **extra: Any) -> dict[str, Any]:
     return {"summary": summary, "responses": responses, **extra}
 
@@ -33,7 +74,10 @@ def openapi() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Qiao admin API", "version": "1"},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"BudgetStatus": _BUDGET_STATUS},
+        },
         "security": [{"bearer": []}],
         "paths": {
             "/admin/bootstrap": {
@@ -51,7 +95,7 @@ def openapi() -> dict[str, Any]:
                 "post": _op("Create a virtual key", _CREATED, requestBody=_body(KeyIn)),
             },
             "/admin/keys/{id}": {
-                "get": _op("Show a key", parameters=_ID),
+                "get": _op("Show a key and its budget status", _shown("key"), parameters=_ID),
                 "patch": _op("Update a key", parameters=_ID, requestBody=_body(KeyPatch)),
             },
             "/admin/keys/{id}/revoke": {
@@ -60,6 +104,13 @@ def openapi() -> dict[str, Any]:
             "/admin/keys/{id}/rotate": {
                 "post": _op("Replace a key's secret; the old one stops working", parameters=_ID)
             },
+            "/admin/keys/{id}/budget/reset": {
+                "post": _op(
+                    "Zero the spend of the key's current budget period (audited)",
+                    _reset("key"),
+                    parameters=_ID,
+                )
+            },
             "/admin/teams": {
                 "get": _op("List teams"),
                 "post": _op(
@@ -67,9 +118,16 @@ def openapi() -> dict[str, Any]:
                 ),
             },
             "/admin/teams/{id}": {
-                "get": _op("Show a team", parameters=_ID),
+                "get": _op("Show a team and its budget status", _shown("team"), parameters=_ID),
                 "patch": _op("Update a team", parameters=_ID, requestBody=_body(TeamPatch)),
                 "delete": _op("Delete an empty team", parameters=_ID),
+            },
+            "/admin/teams/{id}/budget/reset": {
+                "post": _op(
+                    "Zero the spend of the team's current budget period (audited)",
+                    _reset("team"),
+                    parameters=_ID,
+                )
             },
             "/admin/providers": {"get": _op("Stored provider keys (masked hints only)")},
             "/admin/providers/{name}/key": {

@@ -9,6 +9,7 @@ which exists nowhere else: the store keeps only its SHA-256 digest and a hint. F
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -16,13 +17,23 @@ from typing import Any
 
 from ..auth import digest
 from ..errors import InvalidRequest, NotFound
+from ..policies.budget import BudgetGuard, period_end, period_start
 from ..secrets import SecretError, Vault, hint
-from ..storage.base import Store
-from ..storage.models import AuditEntry, Limits, ProviderSecret, Team, VirtualKey
-from .schemas import KeyIn, KeyPatch, SecretIn, TeamIn, TeamPatch
+from ..storage.base import StorageUnavailable, Store
+from ..storage.models import AuditEntry, Budget, Limits, ProviderSecret, Team, VirtualKey
+from .schemas import (
+    KeyIn,
+    KeyPatch,
+    SecretIn,
+    TeamIn,
+    TeamPatch,
+    budget_status_out,
+    decimal_text,
+)
 
 __all__ = [
     "Issued",
+    "budget_status",
     "create_key",
     "create_team",
     "delete_provider_key",
@@ -30,14 +41,20 @@ __all__ = [
     "find_team",
     "get_key",
     "get_team",
+    "key_scope",
     "new_secret",
+    "reset_key_budget",
+    "reset_team_budget",
     "revoke_key",
     "rotate_key",
     "rotate_master",
     "set_provider_key",
+    "team_scope",
     "update_key",
     "update_team",
 ]
+
+log = logging.getLogger("qiao.admin")
 
 SECRET_PREFIX = "sk-qiao-"  # noqa: S105 (a prefix, not a password)
 NO_MASTER_KEY = (
@@ -224,6 +241,65 @@ async def delete_team(store: Store, actor: str, team_id: str) -> Team:
         raise InvalidRequest("The team still has keys; move or revoke them first.")
     await store.delete_team(team.id)
     await _audit(store, actor, "team.delete", team.id)
+    return team
+
+
+# ---------------------------------------------------------------------- budgets
+
+
+def key_scope(key: VirtualKey) -> str:
+    """The spend scope the gate charges for a store key: ``key:`` + ``Principal.scope_id``,
+    which is the key's id (:func:`qiao.auth.principal_for`)."""
+    return f"key:{key.id}"
+
+
+def team_scope(team: Team) -> str:
+    return f"team:{team.id}"
+
+
+async def budget_status(guard: BudgetGuard, scope: str, budget: Budget) -> dict[str, Any] | None:
+    """The current period's spend of ``scope`` against ``budget`` (reservations in flight
+    included), or None when the spend ledger cannot be read — a status, never an error."""
+    try:
+        spent = await guard.spent(scope, budget)
+    except (StorageUnavailable, TimeoutError, OSError) as exc:
+        log.warning("budget status of %s unavailable: %s", scope, type(exc).__name__)
+        return None
+    start = period_start(budget.period, _now())
+    return budget_status_out(budget, spent, start, period_end(budget.period, start))
+
+
+async def _reset(
+    store: Store, guard: BudgetGuard, actor: str, kind: str, scope: str, budget: Budget | None
+) -> None:
+    if budget is None:
+        raise InvalidRequest(f"This {kind} has no budget to reset.", code="no_budget")
+    spent = await guard.spent(scope, budget)  # what the reset forgives, for the audit log
+    await guard.reset(scope, budget)
+    start = period_start(budget.period, _now())
+    await _audit(
+        store,
+        actor,
+        f"{kind}.budget_reset",
+        scope.split(":", 1)[1],
+        spent=decimal_text(spent),
+        currency=budget.currency,
+        period=budget.period,
+        period_start=start.isoformat(),
+    )
+
+
+async def reset_key_budget(store: Store, guard: BudgetGuard, actor: str, key_id: str) -> VirtualKey:
+    """Zero the spend of the key's current budget period (400 if it has no budget)."""
+    key = await get_key(store, key_id)
+    await _reset(store, guard, actor, "key", key_scope(key), key.budget)
+    return key
+
+
+async def reset_team_budget(store: Store, guard: BudgetGuard, actor: str, team_id: str) -> Team:
+    """Zero the spend of the team's current budget period (400 if it has no budget)."""
+    team = await get_team(store, team_id)
+    await _reset(store, guard, actor, "team", team_scope(team), team.budget)
     return team
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,6 +18,8 @@ __all__ = [
     "SecretIn",
     "TeamIn",
     "TeamPatch",
+    "budget_status_out",
+    "decimal_text",
     "key_out",
     "secret_out",
     "team_out",
@@ -89,6 +92,26 @@ def _budget(budget: Budget | None) -> dict[str, Any] | None:
         "currency": budget.currency,
         "period": budget.period,
         "hard": budget.hard,
+    }
+
+
+def decimal_text(value: Decimal) -> str:
+    """A plain decimal string: ``0.0000375``, ``130``, never ``3.75E-5``."""
+    return "0" if value == 0 else format(value.normalize(), "f")
+
+
+def budget_status_out(
+    budget: Budget, spent: Decimal, start: datetime, end: datetime | None
+) -> dict[str, Any]:
+    """How much of ``budget`` its current period (``start`` to ``end``, None: never ends) has
+    used; ``remaining`` stops at zero (a budget may be overdrawn by requests in flight)."""
+    return {
+        "spent": decimal_text(spent),
+        "remaining": decimal_text(max(Decimal(0), budget.amount - spent)),
+        "currency": budget.currency,
+        "period": budget.period,
+        "period_start": start.isoformat(),
+        "period_end": _time(end),
     }
 
 

@@ -89,8 +89,10 @@ class Charge:
     tokens: int = 0
 
     def __post_init__(self) -> None:
-        check_amount(self.usd, "usd")
-        check_amount(self.cny, "cny")
+        if self.usd is not _ZERO:
+            check_amount(self.usd, "usd")
+        if self.cny is not _ZERO:
+            check_amount(self.cny, "cny")
         if type(self.tokens) is not int or self.tokens < 0:
             raise ValueError(f"tokens must be a non-negative int, got {self.tokens!r}")
 
@@ -221,8 +223,8 @@ class BudgetGuard:
         if ticket.settled:
             return True
         holds = ticket.holds
-        deltas = [actual_cost.amount(hold.currency) - hold.amount for hold in holds]
-        for i, (hold, delta) in enumerate(zip(holds, deltas, strict=True)):
+        for i, hold in enumerate(holds):
+            delta = actual_cost.amount(hold.currency) - hold.amount
             if delta and not adjust(hold.scope, hold.start, delta):
                 if i:  # cannot happen (reserving loaded them all); keep it whole anyway
                     log.warning("budget settle of %s fell back to waiting", hold.scope)

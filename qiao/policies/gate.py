@@ -170,3 +170,7 @@ class Gate:
     async def close(self) -> None:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
+
+    @property
+    def budgets(self) -> BudgetGuard:
+        return self._budgets

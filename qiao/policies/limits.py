@@ -153,9 +153,13 @@ class Ticket:
     issuer: object = field(default=None, repr=False)
     settled: bool = False
 
+    def quotas(self) -> tuple[Quota | None, Quota | None]:
+        """(requests, tokens): the tightest per-minute limits left after admission."""
+        return self.requests, self.tokens
+
     def headers(self) -> dict[str, str]:
         """``x-ratelimit-*`` for a successful response."""
-        return _quota_headers(self.requests, self.tokens)
+        return _quota_headers(*self.quotas())
 
 
 class Limiter(Protocol):
@@ -240,6 +244,12 @@ def _drained(debt: int, limit: int | None, elapsed: int) -> int:
 @dataclass(slots=True, eq=False)
 class _LocalTicket(Ticket):
     buckets: tuple[_Bucket, ...] = ()
+    rq: tuple[int, int] | None = None  # (debt, limit) of the tightest requests bucket
+    tq: tuple[int, int] | None = None  # and tokens bucket: turned into quotas when asked
+
+    def quotas(self) -> tuple[Quota | None, Quota | None]:
+        rq, tq = self.rq, self.tq
+        return (None if rq is None else quota(*rq)), (None if tq is None else quota(*tq))
 
 
 class LocalLimiter:
@@ -296,14 +306,7 @@ class LocalLimiter:
                     tq, tq_left = (b.dk, k), left
         if len(buckets) > self._keep:
             self._evict(now, len(held) + 1)
-        return _LocalTicket(
-            tuple(scopes),
-            tokens,
-            None if rq is None else quota(*rq),
-            None if tq is None else quota(*tq),
-            self,
-            buckets=tuple(held),
-        )
+        return _LocalTicket(tuple(scopes), tokens, None, None, self, False, tuple(held), rq, tq)
 
     async def settle(self, ticket: Ticket, *, actual_tokens: int) -> None:
         self.settle_now(ticket, actual_tokens)
