@@ -22,14 +22,20 @@ _ZERO = Decimal(0)
 
 
 def usage_of(rec: RequestRecord) -> Usage:
-    u: dict[str, Any] = rec.usage or {}
+    u: dict[str, Any] | None = rec.usage
+    if not u:
+        return Usage()
     return Usage(
-        input_tokens=int(u.get("input_tokens") or 0),
-        output_tokens=int(u.get("output_tokens") or 0),
-        cache_read_tokens=int(u.get("cache_read_tokens") or 0),
-        cache_write_tokens=int(u.get("cache_write_tokens") or 0),
-        reasoning_tokens=int(u.get("reasoning_tokens") or 0),
+        _count(u.get("input_tokens")),
+        _count(u.get("output_tokens")),
+        _count(u.get("cache_read_tokens")),
+        _count(u.get("cache_write_tokens")),
+        _count(u.get("reasoning_tokens")),
     )
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int else int(value or 0)
 
 
 class Accounting:

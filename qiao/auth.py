@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Any
 
 from .config import Config
 from .errors import AuthenticationFailed, PermissionDenied, Unavailable
@@ -47,6 +48,7 @@ class Principal:
     expires_at: float | None = None  # epoch seconds
     from_store: bool = False
     _allowed: dict[str, bool] = field(default_factory=dict, repr=False)
+    gate_scopes: dict[str, Any] = field(default_factory=dict, repr=False)  # policies.gate
 
     @property
     def scope_id(self) -> str:

@@ -163,7 +163,7 @@ def _rates(
 
 
 def _count(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if type(value) is not int or value < 0:  # bool is not int here, nor is an int subclass
         raise ValueError(f"{what} must be a non-negative int, got {value!r}")
     return value
 

@@ -80,7 +80,7 @@ def period_end(period: Period, start: datetime) -> datetime | None:
     raise ValueError(f"unknown budget period {period!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Charge:
     """What a request costs — or may cost at most — in each budget unit."""
 
@@ -162,7 +162,7 @@ class BudgetAlert:
     percent: int  # 80 or 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Hold:
     scope: str
     currency: Currency
@@ -193,6 +193,33 @@ class BudgetGuard:
         self._on_alert = on_alert
         self._alerted: dict[str, tuple[datetime, int]] = {}  # soft scope -> (period, percent)
         self._periods: dict[Period, tuple[datetime, datetime | None]] = {}  # start, end
+
+    def reserve_now(
+        self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge
+    ) -> BudgetTicket | None:
+        """:meth:`reserve` without waiting, when the ledger keeps its counters in this process
+        and every scope is hard and loaded; None if it cannot (nothing reserved)."""
+        reserve = getattr(self._ledger, "reserve_spend_now", None)
+        if reserve is None:
+            return None
+        now = self._clock()
+        todo = []
+        for scope, budget in scopes:
+            if not budget.hard:
+                return None
+            todo.append((scope, budget, self._period_start(budget.period, now)))
+        holds: list[_Hold] = []
+        for scope, budget, start in todo:
+            amount = max_cost.amount(budget.currency)
+            taken = reserve(scope, start, amount, budget.amount)
+            if not taken:
+                for hold in holds:  # all or nothing, as in reserve()
+                    self._ledger.adjust_spend_now(hold.scope, hold.start, -hold.amount)  # type: ignore[attr-defined]
+                if taken is None:
+                    return None  # not loaded yet: the waiting path loads it
+                raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
+            holds.append(_Hold(scope, budget.currency, start, amount))
+        return BudgetTicket(tuple(holds))
 
     async def reserve(self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge) -> BudgetTicket:
         """Reserve ``max_cost`` in every scope or in none; raise :class:`BudgetExceeded` if a

@@ -64,7 +64,36 @@ def budget_scopes(p: Principal) -> list[tuple[str, Budget]]:
     return scopes
 
 
+@dataclass(frozen=True, slots=True)
+class _Scopes:
+    limits: tuple[Scope, ...]
+    budgets: tuple[tuple[str, Budget], ...]
+    fiat: bool  # a budget in USD or CNY
+
+
+_NO_SCOPES = _Scopes((), (), False)
+_SCOPES_KEPT = 256  # models remembered per key
+
+
+def scopes_of(p: Principal, model: str) -> _Scopes:
+    """The limit and budget scopes of ``p`` for ``model``, worked out once per key and model
+    (a key's principal is replaced, not changed, when its limits change)."""
+    cache = p.gate_scopes
+    known = cache.get(model)
+    if known is None:
+        limits, budgets = tuple(limit_scopes(p, model)), tuple(budget_scopes(p))
+        fiat = any(budget.currency != "tokens" for _, budget in budgets)
+        known = _Scopes(limits, budgets, fiat) if limits or budgets else _NO_SCOPES
+        if len(cache) >= _SCOPES_KEPT:
+            cache.clear()
+        cache[model] = known
+    return known
+
+
 def max_output(body: dict[str, Any]) -> int:
+    value = body.get("max_tokens")
+    if type(value) is int and value > 0 and "max_completion_tokens" not in body:
+        return value  # the common case
     for name in _OUTPUT_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -96,37 +125,33 @@ class Gate:
     async def admit(
         self, p: Principal, model: str, upstream_model: str, raw_len: int, body: dict[str, Any]
     ) -> Pass | None:
-        scopes = limit_scopes(p, model)
-        budgets = budget_scopes(p)
-        if not scopes and not budgets:
+        plan = scopes_of(p, model)
+        if plan is _NO_SCOPES:
             return None
         input_estimate = raw_len // 4 + 1
         output = max_output(body)
+        tokens = input_estimate + output
         ticket: Ticket | None = None
-        if scopes:
-            tokens = input_estimate + output
+        if plan.limits:
             if self._local is not None:
-                ticket = self._local.acquire_now(scopes, tokens)
+                ticket = self._local.acquire_now(plan.limits, tokens)
             else:
-                ticket = await self.limiter.acquire(scopes, tokens=tokens)
+                ticket = await self.limiter.acquire(plan.limits, tokens=tokens)
         held: BudgetTicket | None = None
-        fiat = False
-        if budgets:
-            for _, budget in budgets:
-                if budget.currency != "tokens":
-                    fiat = True
+        if plan.budgets:
             money = None
-            if fiat and self._prices.get(upstream_model) is not None:
+            if plan.fiat and self._prices.get(upstream_model) is not None:
                 money = self._prices.max_cost(upstream_model, input_estimate, output)
+            charge = self._charge(money, tokens, plan.fiat)
             try:
-                held = await self._budgets.reserve(
-                    budgets, self._charge(money, input_estimate + output, fiat)
-                )
+                held = self._budgets.reserve_now(plan.budgets, charge)
+                if held is None:
+                    held = await self._budgets.reserve(plan.budgets, charge)
             except BaseException:
                 if ticket is not None:
                     await self.limiter.settle(ticket, actual_tokens=0)
                 raise
-        return Pass(ticket, held, upstream_model, fiat)
+        return Pass(ticket, held, upstream_model, plan.fiat)
 
     def release(self, admitted: Pass, rec: RequestRecord) -> None:
         """Settle with the real usage: at once when the limiter and the spend counters are in

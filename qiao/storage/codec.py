@@ -240,8 +240,8 @@ def sqlite_time(value: datetime | None) -> str | None:
     """A datetime as SQLite stores it: naive UTC text, the format of SQLAlchemy's DateTime."""
     if value is None:
         return None
-    if value.tzinfo is UTC:
-        return value.isoformat(" ", "microseconds")[:26]  # the "+00:00" cut
+    if value.tzinfo is UTC and value.microsecond:  # else isoformat() leaves the fraction out
+        return value.isoformat(" ")[:26]  # the "+00:00" cut
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")

@@ -154,8 +154,7 @@ usage = Table(
     Column("http_status", Integer(), nullable=True),
     Index("ix_usage_started_at", "started_at"),
     Index("ix_usage_key_id_started_at", "key_id", "started_at"),
-    Index("ix_usage_team_id_started_at", "team_id", "started_at"),
-    Index("ix_usage_request_id", "request_id"),
+    # a request's attempts: a range of the primary key ("<request id>.<n>"); see 0002
 )
 
 spend = Table(

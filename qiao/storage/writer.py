@@ -140,7 +140,7 @@ class UsageWriter:
                 self.write_held()
             elif not self._held_scheduled:
                 try:
-                    asyncio.get_running_loop().call_soon(self.write_held)
+                    asyncio.get_running_loop().call_soon(self._on_turn)
                 except RuntimeError:  # no loop running: write now
                     self.write_held()
                 else:
@@ -148,9 +148,12 @@ class UsageWriter:
         except Exception as exc:
             self._record_failed(rec, exc)
 
+    def _on_turn(self) -> None:
+        self._held_scheduled = False
+        self.write_held()
+
     def write_held(self) -> None:
         """Journal and queue the records taken but not yet written."""
-        self._held_scheduled = False
         held = self._held
         if not held:
             return
