@@ -25,7 +25,7 @@ import pytest
 
 from qiao.storage import open_store
 from qiao.storage.base import StorageUnavailable
-from qiao.storage.journal import decode, encode
+from qiao.storage.journal import LINE_FIELDS, decode, encode
 from qiao.storage.memory import MemoryStore
 from qiao.storage.models import UsageRecord
 from qiao.storage.writer import JournalLocked, UsageWriter
@@ -134,10 +134,23 @@ def test_encode_writes_every_field_and_round_trips() -> None:
     rec = settled(pending(1))
     line = encode(rec)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    data = orjson.loads(line)
-    assert set(data) == {f.name for f in fields(UsageRecord)}
+    tag, *values = orjson.loads(line)
+    data = dict(zip(LINE_FIELDS, values, strict=True))
+    assert tag == "u1" and set(data) == {f.name for f in fields(UsageRecord)}
     assert data["cost"] == "0.000123456" and data["started_at"] == "2026-01-02T03:04:05.678901Z"
     assert decode(line) == rec
+
+
+def test_decode_reads_the_object_lines_of_earlier_versions() -> None:
+    """A journal left by a version that wrote one JSON object per line is still replayed."""
+    rec = settled(pending(1))
+    old = {**{f: getattr(rec, f) for f in LINE_FIELDS}, "cost": str(rec.cost)}
+    line = orjson.dumps(old, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
+    assert decode(line) == rec
+
+
+def _field(line: bytes, name: str) -> object:
+    return orjson.loads(line)[1 + LINE_FIELDS.index(name)]
 
 
 @pytest.mark.parametrize(
@@ -149,7 +162,7 @@ def test_encode_writes_every_field_and_round_trips() -> None:
 )
 def test_datetimes_are_written_in_utc(started: datetime) -> None:
     line = encode(replace(pending(1), started_at=started))
-    assert orjson.loads(line)["started_at"] == "2026-01-02T03:04:05Z"
+    assert _field(line, "started_at") == "2026-01-02T03:04:05Z"
     assert decode(line).started_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # type: ignore[union-attr]
 
 
@@ -160,6 +173,8 @@ def test_datetimes_are_written_in_utc(started: datetime) -> None:
         b"\n",
         b"{",
         b"[]\n",
+        b'["u1", "a"]\n',
+        b'["u0"' + encode(pending(1))[5:],
         b'{"attempt_id": 1, "request_id": "r", "model": "m"}\n',
         b'{"attempt_id": "a", "model": "m"}\n',
         b'{"attempt_id": "a", "request_id": "r", "model": "m", "status": "weird"}\n',

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+import orjson
+
 from .models import (
     AuditEntry,
     Budget,
@@ -240,8 +242,9 @@ def sqlite_time(value: datetime | None) -> str | None:
     """A datetime as SQLite stores it: naive UTC text, the format of SQLAlchemy's DateTime."""
     if value is None:
         return None
-    if value.tzinfo is UTC and value.microsecond:  # else isoformat() leaves the fraction out
-        return value.isoformat(" ")[:26]  # the "+00:00" cut
+    if value.tzinfo is UTC and value.microsecond:  # else the fraction is left out
+        text = orjson.dumps(value).decode()  # '"2026-11-27T17:21:34.858551+00:00"'; no printf
+        return text[1:11] + " " + text[12:27]
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")

@@ -1,10 +1,11 @@
 """The usage journal: an append-only log of usage records on local disk, in segments.
 
-One line per record (orjson; ``Decimal`` as a string, datetimes ISO-8601 UTC), written with one
-``os.write`` on an ``O_APPEND`` descriptor. Once ``os.write`` returns, the bytes are in the kernel's
-page cache, so they survive the death of the process (``kill -9``, OOM kill, a segfault) but not a
-kernel crash or power loss unless ``fsync`` is on; :class:`~qiao.storage.writer.UsageWriter` then
-fsyncs once per batch from a worker thread, so a power loss costs at most one flush interval.
+One line per record (an orjson array, see :func:`encode`; ``Decimal`` as a string, datetimes
+ISO-8601 UTC), written with one ``os.write`` on an ``O_APPEND`` descriptor. Once ``os.write``
+returns, the bytes are in the kernel's page cache, so they survive the death of the process
+(``kill -9``, OOM kill, a segfault) but not a kernel crash or power loss unless ``fsync`` is on;
+:class:`~qiao.storage.writer.UsageWriter` then fsyncs once per batch from a worker thread, so a
+power loss costs at most one flush interval.
 
 Segments are ``usage-<number>.jsonl``, numbered in write order across process lifetimes; a new one
 starts when the active one passes ``segment_bytes``. The directory is held with ``flock`` for the
@@ -31,7 +32,15 @@ import orjson
 
 from .models import UsageRecord, UsageStatus
 
-__all__ = ["Journal", "JournalLocked", "Segment", "decode", "encode", "read_batches"]
+__all__ = [
+    "LINE_FIELDS",
+    "Journal",
+    "JournalLocked",
+    "Segment",
+    "decode",
+    "encode",
+    "read_batches",
+]
 
 log = logging.getLogger("qiao.usage")
 
@@ -51,25 +60,46 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+LINE_TAG = "u1"  # a line is a JSON array: this tag, then the LINE_FIELDS in order
+LINE_FIELDS = (
+    "attempt_id",
+    "request_id",
+    "key_id",
+    "team_id",
+    "model",
+    "provider",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "currency",
+    "started_at",
+    "finished_at",
+    "http_status",
+)
+
+
 def encode(rec: UsageRecord) -> bytes:
-    """One journal line, newline included. Field by field: ~2x faster than a ``default=`` hook."""
+    """One journal line, newline included: an array, half the size of an object and twice as
+    fast to write (two per request); :func:`decode` also reads the object lines of before."""
     return orjson.dumps(
-        {
-            "attempt_id": rec.attempt_id,
-            "request_id": rec.request_id,
-            "key_id": rec.key_id,
-            "team_id": rec.team_id,
-            "model": rec.model,
-            "provider": rec.provider,
-            "status": rec.status,
-            "input_tokens": rec.input_tokens,
-            "output_tokens": rec.output_tokens,
-            "cost": str(rec.cost),
-            "currency": rec.currency,
-            "started_at": _utc(rec.started_at),
-            "finished_at": _utc(rec.finished_at),
-            "http_status": rec.http_status,
-        },
+        [
+            LINE_TAG,
+            rec.attempt_id,
+            rec.request_id,
+            rec.key_id,
+            rec.team_id,
+            rec.model,
+            rec.provider,
+            rec.status,
+            rec.input_tokens,
+            rec.output_tokens,
+            str(rec.cost),
+            rec.currency,
+            _utc(rec.started_at),
+            _utc(rec.finished_at),
+            rec.http_status,
+        ],
         option=_OPTIONS,
     )
 
@@ -82,6 +112,10 @@ def decode(line: bytes) -> UsageRecord | None:
     """The record on ``line``, or None if the line is torn or not a usage record."""
     try:
         data = orjson.loads(line)
+        if isinstance(data, list):
+            if len(data) != len(LINE_FIELDS) + 1 or data[0] != LINE_TAG:
+                return None
+            data = dict(zip(LINE_FIELDS, data[1:], strict=True))
         rec = UsageRecord(
             attempt_id=data["attempt_id"],
             request_id=data["request_id"],
