@@ -1,6 +1,7 @@
 """What auth, limits, budgets and usage accounting cost per request, two ways.
 
     python bench/hotpath.py inproc              # the calls themselves, in one process
+    python bench/hotpath.py instructions        # the same, counted by callgrind (repeatable)
     python bench/hotpath.py ab --rev OLD=fe0ae9e  # whole gateways, interleaved rounds
 
 ``inproc`` runs the per-request calls of the hot path — key lookup, the limiter, the budget
@@ -22,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +63,9 @@ storage: {{url: "sqlite:///{d}/hotpath.db", journal_dir: "{d}/journal"}}
 """
 
 
-async def _inproc(n: int, reps: int) -> dict[str, list[float]]:
+async def _inproc(n: int, reps: int, only: str | None = None) -> dict[str, list[float]]:
+    """CPU µs per request per key; ``only``: run that key once under callgrind instead (the
+    instrumentation is switched on around the measured requests only)."""
     sys.path.insert(0, str(REPO))
     from qiao.config import loads
     from qiao.engine import Engine
@@ -103,6 +108,14 @@ async def _inproc(n: int, reps: int) -> dict[str, list[float]]:
         await engine.writer.drain(60)
         return (time.process_time() - c0) / count * 1e6
 
+    if only is not None:
+        await batch(f"sk-hotpath-{only}-key-123", 1000)  # warm-up
+        _callgrind("-i", "on")
+        await batch(f"sk-hotpath-{only}-key-123", n)
+        _callgrind("-i", "off")
+        _callgrind("-d")
+        await engine.close()
+        return {}
     results: dict[str, list[float]] = {name: [] for name in INPROC_KEYS}
     for name in INPROC_KEYS:  # warm-up: imports, statement caches, spend rows
         await batch(f"sk-hotpath-{name}-key-123", 2000)
@@ -111,6 +124,39 @@ async def _inproc(n: int, reps: int) -> dict[str, list[float]]:
             results[name].append(await batch(f"sk-hotpath-{name}-key-123", n))
     await engine.close()
     return results
+
+
+def _callgrind(*what: str) -> None:
+    subprocess.run(["callgrind_control", *what, str(os.getpid())], capture_output=True, check=True)
+
+
+def cmd_instructions(args: argparse.Namespace) -> None:
+    """Instructions per request of each key, counted by callgrind: the same figure on a busy
+    machine as on a quiet one (user-space instructions only: system calls are not counted)."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("needs valgrind (apt-get install -y valgrind)")
+    print(f"## In process: instructions per request (callgrind, {args.n} requests per key)\n")
+    print("| Key | Instructions/request | over plain |\n|---|---:|---:|")
+    plain = None
+    for name in INPROC_KEYS:
+        with tempfile.TemporaryDirectory(prefix="qiao-cg-") as tmp:
+            out = Path(tmp) / "cg.out"
+            cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+            cmd += [f"--callgrind-out-file={out}", sys.executable, __file__, "_callgrind"]
+            cmd += [name, "-n", str(args.n)]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=1800, cwd=tmp)
+            total = 0
+            for f in Path(tmp).glob("cg.out*"):
+                for line in f.read_text(errors="replace").splitlines():
+                    if line.startswith("totals:"):
+                        total += int(line.split()[1])
+        per = total / args.n
+        plain = plain or per
+        print(f"| {name} | {per:,.0f} | {per - plain:+,.0f} |", flush=True)
+
+
+def cmd_callgrind_child(args: argparse.Namespace) -> None:
+    asyncio.run(_inproc(args.n, 1, only=args.key))
 
 
 def cmd_inproc(args: argparse.Namespace) -> None:
@@ -133,6 +179,41 @@ def cmd_inproc(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------- gateways, A/B
+
+
+_BARE_PATCHES = {  # file: (text, what goes after it): the features switched off
+    "qiao/accounting.py": (
+        "    def pending(self, rec: RequestRecord, attempt: int) -> str:\n",
+        '        return "-"  # bench: no usage accounting\n',
+    ),
+    "qiao/policies/gate.py": (
+        "    ) -> Pass | None:\n        plan = scopes_of(p, model)\n",
+        "",
+    ),
+}
+
+
+def _make_bare(src: Path) -> None:
+    """The exported source with usage accounting and the gate switched off: what a request costs
+    without them (auth stays). Fails loudly when the code moved and a patch no longer applies."""
+    acc = src / "qiao/accounting.py"
+    text = acc.read_text()
+    head, line = _BARE_PATCHES["qiao/accounting.py"]
+    settle = "        usage = usage_of(rec)\n        money = self.cost("
+    if head not in text or settle not in text:
+        raise SystemExit(
+            "bench/hotpath.py --bare: qiao/accounting.py changed; update _BARE_PATCHES"
+        )
+    text = text.replace(head, head + line).replace(settle, "        return\n" + settle)
+    acc.write_text(text)
+    gate = src / "qiao/policies/gate.py"
+    text = gate.read_text()
+    head, _ = _BARE_PATCHES["qiao/policies/gate.py"]
+    if head not in text:
+        raise SystemExit("bench/hotpath.py --bare: qiao/policies/gate.py changed; update it")
+    gate.write_text(
+        text.replace(head, "    ) -> Pass | None:\n        return None\n" + head[22:], 1)
+    )
 
 
 def cmd_ab(args: argparse.Namespace) -> None:
@@ -162,11 +243,15 @@ def cmd_ab(args: argparse.Namespace) -> None:
     try:
         rig.wait_ready(fake, fake_port, "/health", 20)
         revs = [("HEAD", args.head)] + [tuple(r.split("=", 1)) for r in args.rev]
+        if args.bare:
+            revs.append(("BARE", args.head or "HEAD"))
         for name, rev in revs:
             genv = dict(env)
             if rev:
                 _, src = rig.export_rev(rev, run_dir / f"src-{name}")
                 genv["PYTHONPATH"] = str(src)
+                if name == "BARE":
+                    _make_bare(src)
             config_py = run_dir / f"src-{name}/qiao/config.py"
             legacy = rev is not None and "StorageSettings" not in config_py.read_text()
             port = rig.free_port()
@@ -237,9 +322,19 @@ def main() -> None:
     a = sub.add_parser("inproc", help="the hot-path calls in one process")
     a.add_argument("-n", type=int, default=10_000, help="requests per run (default 10,000)")
     a.add_argument("--reps", type=int, default=5, help="runs per key (default 5)")
+    c = sub.add_parser("instructions", help="the same calls under callgrind (repeatable)")
+    c.add_argument("-n", type=int, default=3000, help="requests per key (default 3,000)")
+    child = sub.add_parser("_callgrind")  # run by `instructions` under valgrind
+    child.add_argument("key", choices=list(INPROC_KEYS))
+    child.add_argument("-n", type=int, default=3000)
     b = sub.add_parser("ab", help="whole gateways, interleaved rounds")
     b.add_argument("--head", default=None, help="a committed revision instead of the work tree")
     b.add_argument("--rev", action="append", default=[], help="NAME=REV, another gateway")
+    b.add_argument(
+        "--bare",
+        action="store_true",
+        help="also a gateway BARE: the head without usage accounting, limits and budgets",
+    )
     b.add_argument("--rounds", type=int, default=5)
     b.add_argument("--seconds", type=float, default=5.0)
     b.add_argument("--max-minutes", type=float, default=15.0)
@@ -248,6 +343,10 @@ def main() -> None:
     if args.cmd == "inproc":
         os.sched_setaffinity(0, {0})
         cmd_inproc(args)
+    elif args.cmd == "instructions":
+        cmd_instructions(args)
+    elif args.cmd == "_callgrind":
+        cmd_callgrind_child(args)
     else:
         cmd_ab(args)
 
