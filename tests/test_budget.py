@@ -26,6 +26,7 @@ from qiao.policies.budget import (
     period_end,
     period_start,
 )
+from qiao.policies.local_spend import WriteBehindLedger
 from qiao.policies.redis_spend import RedisSpendLedger
 from qiao.pricing import Money
 from qiao.storage.memory import MemoryStore
@@ -155,6 +156,40 @@ def test_settle_refunds_and_is_idempotent(new_ledger: NewLedger) -> None:
             await guard.settle(ticket, Charge(usd=D("0.20")))
             assert await guard.spent("key:a", USD1) == D("0.20")
             await guard.reserve([("key:a", USD1)], Charge(usd=D("0.80")))
+
+    asyncio.run(main())
+
+
+def test_reset_with_requests_in_flight_never_goes_negative(new_ledger: NewLedger) -> None:
+    async def main() -> None:
+        async with new_ledger() as ledger:
+            guard = BudgetGuard(ledger, clock=Now())
+            in_flight = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.60")))
+            await guard.reset("key:a", USD1)  # an admin top-up while the request runs
+            assert await guard.spent("key:a", USD1) == 0
+            await guard.settle(in_flight, Charge(usd=D("0.20")))
+            assert await guard.spent("key:a", USD1) == D("0.20")  # its real cost, no refund
+
+    asyncio.run(main())
+
+
+def test_in_place_reserve_and_settle_match_the_waiting_path() -> None:
+    """The write-behind ledger of a single process reserves and settles without waiting."""
+
+    async def main() -> None:
+        ledger = WriteBehindLedger(MemoryStore())
+        guard = BudgetGuard(ledger, clock=Now())
+        assert guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.60"))) is None  # not loaded
+        first = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.60")))
+        with pytest.raises(BudgetExceeded):
+            guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.50")))
+        assert guard.settle_now(first, Charge(usd=D("0.10")))
+        second = guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.50")))
+        assert second is not None and await guard.spent("key:a", USD1) == D("0.60")
+        await guard.reset("key:a", USD1)
+        assert guard.settle_now(second, Charge(usd=D("0.30")))
+        assert await guard.spent("key:a", USD1) == D("0.30")
+        await ledger.close()
 
     asyncio.run(main())
 

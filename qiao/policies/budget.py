@@ -168,6 +168,7 @@ class _Hold:
     currency: Currency
     start: datetime
     amount: Decimal
+    resets: int = 0  # the scope's reset count when reserved: a reset since wiped this hold
 
 
 @dataclass(slots=True, eq=False)
@@ -193,6 +194,7 @@ class BudgetGuard:
         self._on_alert = on_alert
         self._alerted: dict[str, tuple[datetime, int]] = {}  # soft scope -> (period, percent)
         self._periods: dict[Period, tuple[datetime, datetime | None]] = {}  # start, end
+        self._resets: dict[str, int] = {}  # scope -> resets so far (see _held)
 
     def reserve_now(
         self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge
@@ -218,7 +220,7 @@ class BudgetGuard:
                 if taken is None:
                     return None  # not loaded yet: the waiting path loads it
                 raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
-            holds.append(_Hold(scope, budget.currency, start, amount))
+            holds.append(_Hold(scope, budget.currency, start, amount, self._resets.get(scope, 0)))
         return BudgetTicket(tuple(holds))
 
     async def reserve(self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge) -> BudgetTicket:
@@ -235,7 +237,9 @@ class BudgetGuard:
                         raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
                 else:
                     await self._reserve_soft(scope, budget, start, amount)
-                holds.append(_Hold(scope, budget.currency, start, amount))
+                holds.append(
+                    _Hold(scope, budget.currency, start, amount, self._resets.get(scope, 0))
+                )
         except BaseException:
             await self._release(holds)
             raise
@@ -251,7 +255,7 @@ class BudgetGuard:
             return True
         holds = ticket.holds
         for i, hold in enumerate(holds):
-            delta = actual_cost.amount(hold.currency) - hold.amount
+            delta = actual_cost.amount(hold.currency) - self._held(hold)
             if delta and not adjust(hold.scope, hold.start, delta):
                 if i:  # cannot happen (reserving loaded them all); keep it whole anyway
                     log.warning("budget settle of %s fell back to waiting", hold.scope)
@@ -266,7 +270,7 @@ class BudgetGuard:
             return
         ticket.settled = True
         for hold in ticket.holds:
-            delta = actual_cost.amount(hold.currency) - hold.amount
+            delta = actual_cost.amount(hold.currency) - self._held(hold)
             if delta:
                 await self._ledger.adjust_spend(hold.scope, hold.start, delta)
 
@@ -283,8 +287,16 @@ class BudgetGuard:
         """The scope's spend so far in the current period (reservations in flight included)."""
         return await self._ledger.get_spend(scope, period_start(budget.period, self._clock()))
 
+    def _held(self, hold: _Hold) -> Decimal:
+        """What ``hold`` still holds in its ledger: nothing once its scope was reset (in this
+        process) after it was reserved, so settling then adds the real cost, not a refund."""
+        return hold.amount if self._resets.get(hold.scope, 0) == hold.resets else _ZERO
+
     async def reset(self, scope: str, budget: Budget) -> None:
-        """Zero the current period's spend (an admin top-up of a prepaid quota, say)."""
+        """Zero the current period's spend (an admin top-up of a prepaid quota, say). Requests
+        in flight here settle their real cost afterwards; ones in flight on other nodes of a
+        Redis fleet still refund their reservation, so spend may dip below zero until then."""
+        self._resets[scope] = self._resets.get(scope, 0) + 1
         start = period_start(budget.period, self._clock())
         spent = await self._ledger.get_spend(scope, start)
         if spent:
