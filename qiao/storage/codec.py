@@ -8,6 +8,7 @@ The memory backend applies the same rules so every backend returns the same valu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -211,22 +212,8 @@ def usage_row(record: UsageRecord) -> Row:
     }
 
 
-USAGE_COLUMNS = (
-    "attempt_id",
-    "request_id",
-    "key_id",
-    "team_id",
-    "model",
-    "provider",
-    "status",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "currency",
-    "started_at",
-    "finished_at",
-    "http_status",
-)
+# The usage table's columns in order: the record's fields (statements.py checks the table).
+USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
 SQLITE_MAX_UNITS = 2**63 - 1
 
 

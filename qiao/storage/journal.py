@@ -60,7 +60,8 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-LINE_TAG = "u1"  # a line is a JSON array: this tag, then the LINE_FIELDS in order
+LINE_TAG = "u1"  # a line is a JSON array: this tag, then the LINE_FIELDS in order. Frozen:
+# a field added to UsageRecord means a new tag (and decode() reading both).
 LINE_FIELDS = (
     "attempt_id",
     "request_id",
