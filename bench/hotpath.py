@@ -218,13 +218,15 @@ def _make_bare(src: Path) -> None:
 
 def cmd_ab(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(BENCH))
-    import run as rig  # the benchmark's process, config and wrk helpers
-    from procfs import GATEWAY_CORE, RIG_CORE
+    from procfs import GATEWAY_CORE, RIG_CORE, log
+    from procs import Proc, export_rev, free_port, spawn, wait_ready
+    from targets import BUDGET, CLIENT_KEY, LIMITS, LIMITS_ONLY_KEY, Target, qiao_config
+    from wrk import run_wrk
 
     os.sched_setaffinity(0, {int(RIG_CORE)})
     run_dir = Path(tempfile.mkdtemp(prefix="qiao-ab-"))
-    fake_port = rig.free_port()
-    fake = rig.spawn(
+    fake_port = free_port()
+    fake = spawn(
         "fake",
         [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(fake_port)],
         RIG_CORE,
@@ -234,52 +236,50 @@ def cmd_ab(args: argparse.Namespace) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "QIAO_"))}
     qiao_bin = Path(sys.executable).parent / "qiao"
     qcmd = [str(qiao_bin)] if qiao_bin.exists() else [sys.executable, "-m", "qiao"]
-    full_key, limits_key = "sk-bench-full-key-789", rig.LIMITS_ONLY_KEY
+    full_key, limits_key = "sk-bench-full-key-789", LIMITS_ONLY_KEY
     extra = (
-        f'  - {{name: limits-only, key: "{limits_key}", models: ["*"], {rig.LIMITS}}}\n'
-        f'  - {{name: full, key: "{full_key}", models: ["*"], {rig.LIMITS}, {rig.BUDGET}}}\n'
+        f'  - {{name: limits-only, key: "{limits_key}", models: ["*"], {LIMITS}}}\n'
+        f'  - {{name: full, key: "{full_key}", models: ["*"], {LIMITS}, {BUDGET}}}\n'
     )
-    gateways: list[tuple[str, rig.Proc, rig.Target, dict[str, str]]] = []
+    gateways: list[tuple[str, Proc, Target, dict[str, str]]] = []
     try:
-        rig.wait_ready(fake, fake_port, "/health", 20)
+        wait_ready(fake, fake_port, "/health", 20)
         revs = [("HEAD", args.head)] + [tuple(r.split("=", 1)) for r in args.rev]
         if args.bare:
             revs.append(("BARE", args.head or "HEAD"))
         for name, rev in revs:
             genv = dict(env)
             if rev:
-                _, src = rig.export_rev(rev, run_dir / f"src-{name}")
+                _, src = export_rev(rev, run_dir / f"src-{name}")
                 genv["PYTHONPATH"] = str(src)
                 if name == "BARE":
                     _make_bare(src)
             config_py = run_dir / f"src-{name}/qiao/config.py"
             legacy = rev is not None and "StorageSettings" not in config_py.read_text()
-            port = rig.free_port()
+            port = free_port()
             store = None if legacy else run_dir / f"store-{name}"
             if store is not None:
                 store.mkdir()
             cfg = run_dir / f"{name}.yaml"
-            cfg.write_text(
-                rig.qiao_config(port, fake_port, store, extra_keys="" if legacy else extra)
-            )
-            proc = rig.spawn(
+            cfg.write_text(qiao_config(port, fake_port, store, extra_keys="" if legacy else extra))
+            proc = spawn(
                 name,
                 [*qcmd, "serve", "--config", str(cfg)],
                 GATEWAY_CORE,
                 run_dir / f"{name}.log",
                 genv,
             )
-            rig.wait_ready(proc, port, "/healthz", 30)
-            keys = {"plain": rig.CLIENT_KEY}
+            wait_ready(proc, port, "/healthz", 30)
+            keys = {"plain": CLIENT_KEY}
             if not legacy:
                 keys |= {"limits": limits_key, "full": full_key}
-            target = rig.Target(name, name, port, health="/healthz", cmd=["x"])
+            target = Target(name, name, port, health="/healthz", cmd=["x"])
             gateways.append((name, proc, target, keys))
         cells = [(g, k) for g in gateways for k in g[3]]
         cpu: dict[str, list[float]] = {f"{g[0]}/{k}": [] for g, k in cells}
         for _, proc, target, keys in gateways:  # warm-up
             for key in keys.values():
-                rig.run_wrk(target, 2, proc.pid, fake.pid, key=key)
+                run_wrk(target, 2, proc.pid, fake.pid, key=key)
         deadline = time.monotonic() + args.max_minutes * 60
         for r in range(args.rounds):
             if time.monotonic() > deadline:
@@ -287,11 +287,11 @@ def cmd_ab(args: argparse.Namespace) -> None:
                 break
             for (name, proc, target, keys), kname in cells:
                 for _ in range(3):  # a run with other load on the cores is re-done (twice)
-                    res = rig.run_wrk(target, args.seconds, proc.pid, fake.pid, key=keys[kname])
+                    res = run_wrk(target, args.seconds, proc.pid, fake.pid, key=keys[kname])
                     if res.get("non2xx") or res.get("error"):
                         raise RuntimeError(f"{name}/{kname}: errors in wrk run: {res}")
                     noisy = res["foreign_pct"] > args.noise_limit
-                    rig.log(
+                    log(
                         f"round {r + 1} {name}/{kname}: {res['cpu_us_per_req']:.0f} µs/req, "
                         f"foreign {res['foreign_pct']}%" + (" NOISY, redo" if noisy else "")
                     )

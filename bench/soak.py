@@ -26,6 +26,9 @@ from typing import Any
 import aiohttp
 import driver
 import run
+from procfs import GATEWAY_CORE, RIG_CORE, cpu_seconds, rss_mb
+from procs import BENCH, REPO, RESULTS, free_port, spawn, trim_log, wait_ready
+from targets import make_targets
 
 MAX_MINUTES = 60
 MAX_IN_FLIGHT = 2000
@@ -65,8 +68,8 @@ async def soak(
 
     async def sampler(t0: float) -> None:
         while True:
-            cpu = run.cpu_seconds(pid)
-            point = {"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(run.rss_mb(pid), 1),
+            cpu = cpu_seconds(pid)
+            point = {"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(rss_mb(pid), 1),
                      "cpu_s": round(cpu, 2), **stats}  # fmt: skip
             series.append(point)
             print(
@@ -100,8 +103,8 @@ async def soak(
         sampling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampling
-        final = {"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(run.rss_mb(pid), 1),
-                 "cpu_s": round(run.cpu_seconds(pid), 2), **stats}  # fmt: skip
+        final = {"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(rss_mb(pid), 1),
+                 "cpu_s": round(cpu_seconds(pid), 2), **stats}  # fmt: skip
         series.append(final)
     rss = [p["rss_mb"] for p in series]
     return {
@@ -127,19 +130,19 @@ def main() -> int:
     args = p.parse_args()
     minutes = min(args.minutes, MAX_MINUTES)
     rate = min(args.rate, 2000.0)
-    os.sched_setaffinity(0, {int(run.RIG_CORE)})
+    os.sched_setaffinity(0, {int(RIG_CORE)})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = run.RESULTS / f"soak-{stamp}"
+    run_dir = RESULTS / f"soak-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    fake_port = run.free_port()
-    fake = run.spawn(
+    fake_port = free_port()
+    fake = spawn(
         "fake",
-        [sys.executable, str(run.BENCH / "fake_upstream.py"), "--port", str(fake_port),
+        [sys.executable, str(BENCH / "fake_upstream.py"), "--port", str(fake_port),
          "--exit-after", str(60 * minutes + 300)],
-        run.RIG_CORE,
+        RIG_CORE,
         run_dir / "fake.log",
         dict(os.environ),
     )  # fmt: skip
@@ -148,10 +151,10 @@ def main() -> int:
     )
     qiao = None
     try:
-        run.wait_ready(fake, fake_port, "/health", timeout=15)
-        (target,) = run.make_targets(ns, fake_port, run_dir)
-        qiao = run.spawn("qiao", target.cmd, run.GATEWAY_CORE, run_dir / "qiao.log", target.env)
-        startup = run.wait_ready(qiao, target.port, target.health, timeout=60)
+        wait_ready(fake, fake_port, "/health", timeout=15)
+        (target,) = make_targets(ns, fake_port, run_dir)
+        qiao = spawn("qiao", target.cmd, GATEWAY_CORE, run_dir / "qiao.log", target.env)
+        startup = wait_ready(qiao, target.port, target.health, timeout=60)
         print(
             f"soak: Qiao ready in {startup:.2f} s; {rate:g} req/s for {minutes:g} min, "
             f"{args.stream_share:.0%} streamed; RSS every {args.every:g} s",
@@ -163,7 +166,7 @@ def main() -> int:
     finally:
         if qiao is not None:
             qiao.stop()
-            run.trim_log(qiao.log_path)
+            trim_log(qiao.log_path)
         fake.stop()
     result |= {
         "started": stamp,
@@ -172,7 +175,7 @@ def main() -> int:
         "stream_share": args.stream_share,
         "qiao_source": run._qiao_source(getattr(ns, "qiao_rev_sha", None)),
     }
-    out = run.RESULTS / f"soak-{stamp}.json"
+    out = RESULTS / f"soak-{stamp}.json"
     out.write_text(json.dumps(result, indent=2))
     growth = result["rss_last_mb"] - (result["rss_after_1min_mb"] or result["rss_first_mb"])
     print(
@@ -182,7 +185,7 @@ def main() -> int:
     )
     print(
         f"requests ok {result['requests_ok']}, errors {result['errors']}, "
-        f"dropped {result['dropped']}\nraw: {out.relative_to(run.REPO)}"
+        f"dropped {result['dropped']}\nraw: {out.relative_to(REPO)}"
     )
     return 0 if result["errors"] == 0 else 1
 
