@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -234,9 +234,13 @@ class Engine:
             if up.auth is not None:
                 await up.auth.close()
 
-    async def open(self, ex: Exchange, rec: RequestRecord) -> Opened:
-        """Send to the first target that answers; raise the last error if none does."""
-        routes = self.router.resolve(ex.model)
+    async def open(
+        self, ex: Exchange, rec: RequestRecord, routes: Sequence[Route] | None = None
+    ) -> Opened:
+        """Send to the first target that answers; raise the last error if none does.
+        ``routes``: ``ex.model`` already resolved by the caller."""
+        if routes is None:
+            routes = self.router.resolve(ex.model)
         last: QiaoError | None = None
         inlined = False
         for n, route in enumerate(routes, 1):

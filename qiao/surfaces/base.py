@@ -98,7 +98,7 @@ class Surface:
             admitted = await self.engine.gate.admit(
                 principal, ex.model, routes[0].model, len(raw), ex.body
             )
-            opened = await self.engine.open(ex, rec)
+            opened = await self.engine.open(ex, rec, routes)
             if ex.stream:
                 return await relay_stream(request, ex, opened, rec)
             return await relay_body(ex, opened, rec)
