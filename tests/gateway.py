@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ class LogSink:
         self.lines: list[str] = []
 
     def write(self, s: str) -> int:
-        self.lines.append(s)
+        self.lines.extend(s.splitlines(keepends=True))  # one write may carry several lines
         return len(s)
 
     def flush(self) -> None:
@@ -54,6 +55,20 @@ class LogSink:
         while len(self.lines) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.records
+
+    def wait_until(
+        self, match: Callable[[dict[str, Any]], bool], since: int = 0, timeout: float = 3.0
+    ) -> dict[str, Any]:
+        """The first record after line ``since`` that ``match`` accepts (lines of requests that
+        finished earlier may still be arriving: the log is written once per loop iteration)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for rec in self.records[since:]:
+                if match(rec):
+                    return rec
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no such access-log record in {self.records[since:]}")
+            time.sleep(0.01)
 
 
 class Gateway:

@@ -354,7 +354,7 @@ def test_mid_stream_upstream_error_is_relayed(gw: Gateway, fake: FakeOpenAI) -> 
     before = len(gw.log.lines)
     with pytest.raises(openai.APIError):
         list(client(gw).chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True))
-    assert gw.log.wait_for(before + 1)[-1]["error"] == "upstream_stream_error"
+    assert gw.log.wait_until(lambda r: r.get("error") == "upstream_stream_error", before)
 
 
 def test_total_timeout_ends_a_slow_stream(gw: Gateway, fake: FakeOpenAI) -> None:
