@@ -15,9 +15,10 @@ from aiohttp import web
 
 from . import __version__
 from .admin.api import AdminAPI
+from .auth import credential_from
 from .config import Config
 from .engine import Engine
-from .errors import NotFound
+from .errors import NotFound, QiaoError
 from .observability.accesslog import AccessLog
 from .surfaces.anthropic import AnthropicSurface
 from .surfaces.gemini import GeminiSurface
@@ -160,8 +161,10 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    """States and error classes for anyone (a load balancer); the scrubbed upstream messages
+    only for a caller presenting an admin or viewer key."""
     engine = request.app[ENGINE]
-    degraded: dict[str, str] = dict(engine.health.degraded())
+    degraded: dict[str, str] = dict(engine.health.degraded(detail=_is_operator(request)))
     if engine.keys.store_down:
         degraded["store"] = "database unreachable: known keys served from cache, usage journaled"
     if engine.gate.limiter.degraded:
@@ -174,6 +177,17 @@ async def _readyz(request: web.Request) -> web.Response:
         "degraded": degraded,
     }
     return web.json_response(body, dumps=_dumps)
+
+
+def _is_operator(request: web.Request) -> bool:
+    presented = credential_from(request.headers, request.query)
+    if not presented:
+        return False
+    try:
+        principal = request.app[ENGINE].keys.authenticate(presented)
+    except QiaoError:
+        return False
+    return principal.admin or principal.role in ("admin", "viewer")
 
 
 async def _not_found(request: web.Request) -> web.Response:

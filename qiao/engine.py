@@ -66,21 +66,33 @@ class Opened:
 
 
 class Health:
-    """Recent failures per provider, for /readyz."""
+    """Recent failures per provider, for /readyz: an error class anyone may see, and the
+    (already scrubbed) message for admins only — an upstream's error text is not public."""
 
     def __init__(self) -> None:
-        self.last_error: dict[str, tuple[float, str]] = {}
+        self.last_error: dict[str, tuple[float, str, str]] = {}
 
-    def failed(self, provider: str, why: str) -> None:
-        self.last_error[provider] = (time.monotonic(), why)
+    def failed(self, provider: str, err: QiaoError) -> None:
+        self.last_error[provider] = (time.monotonic(), error_class(err), err.message)
 
     def ok(self, provider: str) -> None:
         if provider in self.last_error:
             del self.last_error[provider]
 
-    def degraded(self, within: float = 60.0) -> dict[str, str]:
+    def degraded(self, within: float = 60.0, *, detail: bool = False) -> dict[str, str]:
         now = time.monotonic()
-        return {p: why for p, (t, why) in self.last_error.items() if now - t < within}
+        return {
+            p: (f"{cls}: {why}" if detail else cls)
+            for p, (t, cls, why) in self.last_error.items()
+            if now - t < within
+        }
+
+
+def error_class(err: QiaoError) -> str:
+    """``upstream_status_429``, ``upstream_timeout``, ...: what failed, never what it said."""
+    if isinstance(err, UpstreamStatusError):
+        return f"upstream_status_{err.upstream_status}"
+    return err.code or type(err).__name__
 
 
 def _make_transport(info: ProviderInfo) -> Transport:
@@ -264,7 +276,7 @@ class Engine:
             except UpstreamError as err:
                 self.attempt_failed(rec, attempt_id, err.status)
                 err.provider = err.provider or route.upstream.name
-                self.health.failed(route.upstream.name, err.message)
+                self.health.failed(route.upstream.name, err)
                 last = err
                 if not err.retryable:
                     raise
@@ -303,7 +315,7 @@ class Engine:
             body = b""
         finally:
             response.close()
-        text = self.redact(body[:_MAX_ERROR_BODY].decode("utf-8", "replace"))
+        text = self.redact.body(body[:_MAX_ERROR_BODY]).decode("utf-8", "replace")
         retry_after = _retry_after(response.headers.get("retry-after"))
         codec = codec_for(the_plan.upstream_protocol)
         message = codec.error_message(response.status, text.encode()) or (

@@ -12,6 +12,7 @@ provider it came from. Surfaces render these in their own wire format.
     │   ├── PermissionDenied        403
     │   ├── NotFound                404
     │   ├── PayloadTooLarge         413
+    │   ├── UnsupportedMediaType    415
     │   └── RequestTimeout          408 (the client was too slow sending)
     ├── UpstreamError               an upstream attempt failed
     │   ├── UpstreamStatusError     upstream answered with an error status
@@ -37,6 +38,7 @@ __all__ = [
     "QiaoError",
     "RequestTimeout",
     "Unavailable",
+    "UnsupportedMediaType",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamOverloaded",
@@ -96,6 +98,11 @@ class NotFound(ClientError):
 class PayloadTooLarge(ClientError):
     status = 413
     code = "request_too_large"
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class RequestTimeout(ClientError):

@@ -2,7 +2,9 @@
 
 RFC 8259 only: no NaN/Infinity, no lone surrogates, no duplicate keys (a
 duplicate ``model`` key is a classic parser-differential trick: we would check
-one value and the upstream would use the other), valid UTF-8.
+one value and the upstream would use the other), valid UTF-8, and at most
+:data:`MAX_DEPTH` levels of nesting (deeper bodies would exhaust the recursion of
+every later reader; no LLM request needs them). Every check is linear in the body.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import orjson
 
 from .errors import InvalidRequest
 
-__all__ = ["dumps", "loads_strict"]
+__all__ = ["MAX_DEPTH", "dumps", "loads_strict"]
 
 dumps = orjson.dumps
+MAX_DEPTH = 128
 
 
 class _DuplicateKey(ValueError):
@@ -27,9 +30,11 @@ def _check_pairs(pairs: list[tuple[str, Any]]) -> None:
     if len(pairs) > 1:
         seen = {k for k, _ in pairs}
         if len(seen) != len(pairs):
-            names = [k for k, _ in pairs]
-            dup = next(k for k in names if names.count(k) > 1)
-            raise _DuplicateKey(dup)
+            once: set[str] = set()
+            for k, _ in pairs:  # the first repeated name, in one pass
+                if k in once:
+                    raise _DuplicateKey(k)
+                once.add(k)
 
 
 _dup_scanner = json.JSONDecoder(object_pairs_hook=_check_pairs)
@@ -43,6 +48,8 @@ def loads_strict(body: bytes) -> Any:
         raise InvalidRequest(
             f"Request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
+    if isinstance(value, dict | list) and body.count(b"{") + body.count(b"[") > MAX_DEPTH:
+        _check_depth(value)  # only bodies with enough brackets could be too deep
     if isinstance(value, dict | list) and body.count(b'":') > 1:
         try:
             _dup_scanner.decode(body.decode("utf-8"))
@@ -51,3 +58,16 @@ def loads_strict(body: bytes) -> Any:
                 f"Request body has a duplicate key: {str(exc)!r}", code="invalid_json"
             ) from None
     return value
+
+
+def _check_depth(value: Any) -> None:
+    """Iteratively (never recursion): a 400 if containers nest deeper than MAX_DEPTH."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(
+                f"Request body nests deeper than {MAX_DEPTH} levels.", code="invalid_json"
+            )
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))

@@ -186,3 +186,48 @@ def test_slow_body_gets_408(gw: Gateway) -> None:
     data = s.recv(4096)
     assert data.startswith(b"HTTP/1.1 408")
     assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "",
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_non_json_content_types_are_415(gw: Gateway, content_type: str, path: str) -> None:
+    # Browsers send these cross-origin without a CORS preflight.
+    body = orjson.dumps({**GOOD, "max_tokens": 5})
+    status, _, answer = post(gw, body, path, {"Content-Type": content_type})
+    assert status == 415
+    message = answer["error"]["message"]
+    assert "Content-Type: application/json" in message
+    if path == "/v1/messages":
+        assert answer["type"] == "error"  # Anthropic's shape on Anthropic's route
+
+
+def test_gemini_route_with_key_in_url_refuses_a_form_body(gw: Gateway) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request(
+        "POST",
+        f"/v1beta/models/qiao-mock:generateContent?key={CLIENT_KEY}",
+        body=b'{"contents": [{"parts": [{"text": "hi"}]}]}',
+        headers={"Content-Type": "text/plain"},
+    )
+    resp = conn.getresponse()
+    answer = orjson.loads(resp.read())
+    conn.close()
+    assert resp.status == 415 and answer["error"]["code"] == 415
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON"]
+)
+def test_json_content_types_are_served(gw: Gateway, content_type: str) -> None:
+    status, _, _ = post(gw, orjson.dumps(GOOD), headers={"Content-Type": content_type})
+    assert status == 200

@@ -149,6 +149,20 @@ def test_body_is_byte_faithful_when_nothing_changes(gw: Gateway, fake: FakeOpenA
     assert orjson.loads(upstream)["choices"][0]["message"]["content"] == "echo: Paris"
 
 
+# Body fields that relays built on one-api/new-api/LiteLLM may honour (issue 8, item 8).
+STEERING = (
+    "headers",
+    "litellm_params",
+    "user_config",
+    "azure_endpoint",
+    "endpoint",
+    "url",
+    "proxy",
+    "extra_headers",
+    "custom_llm_provider",
+)
+
+
 def test_model_rename_keeps_other_fields(gw: Gateway, fake: FakeOpenAI) -> None:
     client(gw).chat.completions.create(
         model="renamed",
@@ -159,13 +173,14 @@ def test_model_rename_keeps_other_fields(gw: Gateway, fake: FakeOpenAI) -> None:
             "api_base": "http://169.254.169.254/",
             "base_url": "http://evil",
             "api_key": "x",
+            **{name: "http://127.0.0.1:1/evil" for name in STEERING},
         },
         extra_headers={"X-Api-Base": "http://evil"},
     )
     sent = fake.last_request
     assert sent.json["model"] == "gpt-4o-mini"
     assert sent.json["top_k"] == 5 and sent.json["reasoning_split"] is True
-    for routing in ("api_base", "base_url", "api_key"):
+    for routing in ("api_base", "base_url", "api_key", *STEERING):
         assert routing not in sent.json
     assert sent.path == "/v1/chat/completions"
     assert "X-Api-Base" not in sent.headers

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from ..modelname import segment, segments
 from .openai import USER_AGENT, ProviderInfo
 
 __all__ = ["method_url", "passthrough_body", "upstream_headers"]
@@ -14,9 +15,13 @@ API_VERSION = "v1beta"
 
 
 def method_url(info: ProviderInfo, model: str, method: str, *, stream: bool = False) -> str:
-    name = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+    """``model`` and ``method`` are percent-encoded path segments (``:`` refused in both)."""
+    if model.startswith(("models/", "tunedModels/")):
+        name = segments(model, colon=False)
+    else:
+        name = "models/" + segment(model, colon=False)
     suffix = "?alt=sse" if stream else ""
-    return f"{info.base_url}/{API_VERSION}/{name}:{method}{suffix}"
+    return f"{info.base_url}/{API_VERSION}/{name}:{segment(method, colon=False)}{suffix}"
 
 
 def upstream_headers(info: ProviderInfo) -> dict[str, str]:

@@ -17,6 +17,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..errors import InvalidRequest
+from ..modelname import segment
 from .presets import PRESETS, Preset
 from .reasoning import ReasoningMemory
 
@@ -34,9 +35,36 @@ class Op(StrEnum):
     RESPONSES = "responses"
 
 
-# Fields a caller may send to steer a gateway elsewhere; never honoured, never forwarded.
+# Fields a caller may send to steer a gateway elsewhere: never honoured, never forwarded.
+# Qiao is often chained to relays built on one-api/new-api/LiteLLM, which may honour some of
+# them (a caller-chosen endpoint, proxy, headers or credentials). Listed in the README.
 ROUTING_FIELDS = frozenset(
-    {"api_key", "api_base", "base_url", "api_version", "extra_headers", "custom_llm_provider"}
+    {
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+        "extra_headers",
+        "headers",
+        "custom_llm_provider",
+        "litellm_params",
+        "litellm_metadata",
+        "user_config",
+        "model_list",
+        "azure_endpoint",
+        "azure_ad_token",
+        "endpoint",
+        "url",
+        "proxy",
+        "proxies",
+        "vertex_project",
+        "vertex_location",
+        "vertex_credentials",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_region_name",
+    }
 )
 # Client request headers worth passing on; everything else (credentials, hop-by-hop,
 # cookies, forwarding headers) stays here.
@@ -76,7 +104,8 @@ def upstream_url(info: ProviderInfo, op: Op, model: str) -> str:
         version = info.config.api_version
         if op is Op.RESPONSES:
             return f"{info.base_url}/openai/responses?api-version={version}"
-        return f"{info.base_url}/openai/deployments/{model}/{op.value}?api-version={version}"
+        deployment = segment(model)
+        return f"{info.base_url}/openai/deployments/{deployment}/{op.value}?api-version={version}"
     return f"{info.base_url}/{op.value}"
 
 

@@ -20,12 +20,13 @@ from ..engine import Engine, require_object
 from ..errors import PermissionDenied, QiaoError, UpstreamStatusError
 from ..exchange import Exchange
 from ..jsonutil import loads_strict
+from ..modelname import check_model_name
 from ..observability.accesslog import RequestRecord
 from ..policies.gate import Pass
 from ..policies.limits import RateLimited
 from ..providers.presets import Protocol
 from ..relay import relay_body, relay_stream
-from .http import new_request_id, qiao_headers, read_body
+from .http import new_request_id, qiao_headers, read_body, require_json
 
 __all__ = ["Surface"]
 
@@ -84,9 +85,11 @@ class Surface:
         admitted: Pass | None = None
         try:
             principal = self.authenticate(request, rec)
+            require_json(request)
             raw = await read_body(request, self._max_body, self._body_timeout)
             ex = build(raw, require_object(loads_strict(raw)))
             rec.model = ex.model
+            check_model_name(ex.model)
             rec.stream = ex.stream
             self.engine.keys.check_model(principal, ex.model)
             if answer_locally is not None:

@@ -9,9 +9,9 @@ import time
 
 from aiohttp import web
 
-from ..errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from ..errors import InvalidRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
-__all__ = ["new_request_id", "qiao_headers", "read_body"]
+__all__ = ["new_request_id", "qiao_headers", "read_body", "require_json"]
 
 _PREFIX = os.urandom(5).hex()
 _COUNTER = itertools.count(1)
@@ -50,6 +50,30 @@ async def read_body(request: web.BaseRequest, max_bytes: int, timeout_s: float) 
     if not data:
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
     return data
+
+
+def require_json(request: web.BaseRequest) -> None:
+    """A 415 unless the body is declared JSON (``application/json`` or ``…+json``).
+
+    Browsers send ``text/plain``, form and multipart bodies to any origin without a CORS
+    preflight; refusing them keeps a web page from spending a key it can put in a URL (the
+    Gemini surface accepts ``?key=``). A request with no Content-Type at all is read as JSON
+    (some command-line clients send none; a browser cannot send a body without one, except as
+    an untyped Blob, which gets no credentials either).
+    """
+    declared = request.headers.get("Content-Type")
+    if declared is None:
+        return
+    media = declared.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    shown = media[:64] or "empty"
+    raise UnsupportedMediaType(
+        f"Content-Type {shown!r} is not accepted: send the body as JSON with "
+        "'Content-Type: application/json'."
+    )
 
 
 def qiao_headers(request_id: str, provider: str | None, overhead_s: float) -> dict[str, str]:
