@@ -73,10 +73,11 @@ GEMINI_RESPONSE = {
 
 
 class Loopback:
-    """An aiohttp app on 127.0.0.1 in a background thread."""
+    """An aiohttp app on 127.0.0.1 (or another loopback ``host``) in a background thread."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, host: str = "127.0.0.1") -> None:
         self.app = app
+        self.host = host
         self.port = 0
         self.seen: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
@@ -84,13 +85,13 @@ class Loopback:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> Loopback:
         async def start() -> None:
             self._runner = web.AppRunner(self.app)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, self.host, 0)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
