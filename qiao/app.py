@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
@@ -23,12 +24,14 @@ from .observability.accesslog import AccessLog
 from .surfaces.anthropic import AnthropicSurface
 from .surfaces.gemini import GeminiSurface
 from .surfaces.openai import OpenAISurface, error_body
+from .workers import hangup, watch_supervisor
 
 __all__ = ["build_app", "run_server", "start_server"]
 
 ENGINE = web.AppKey("engine", Engine)
 ADMIN = web.AppKey("admin", AdminAPI)
 _JSON = "application/json"
+log = logging.getLogger("qiao.app")
 
 
 def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.Application:
@@ -44,7 +47,7 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     app.add_routes(openai.azure_routes())
     app.add_routes(anthropic.routes())
     app.add_routes(gemini.routes())
-    admin = AdminAPI(engine.store, engine.keys, engine.vault, engine.gate.budgets)
+    admin = AdminAPI(engine)
     app[ADMIN] = admin
     app.add_routes(admin.routes())
     if config.server.cors_origins:
@@ -67,6 +70,7 @@ def build_app(config: Config, *, access_log: AccessLog | None = None) -> web.App
     async def _start(app: web.Application) -> None:
         engine = app[ENGINE]
         await engine.start()
+        _warn_weak_admin_key(config)
         if config.admin_key is None and not await engine.has_store_admin():
             shared = os.environ.get("QIAO__BOOTSTRAP_TOKEN")
             token = app[ADMIN].enable_bootstrap(shared)
@@ -180,14 +184,26 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 def _is_operator(request: web.Request) -> bool:
-    presented = credential_from(request.headers, request.query)
-    if not presented:
+    if not credential_from(request.headers, request.query):
         return False
     try:
-        principal = request.app[ENGINE].keys.authenticate(presented)
+        principal = request.app[ENGINE].keys.authenticate_request(
+            request.headers, request.query, request.remote
+        )
     except QiaoError:
         return False
     return principal.admin or principal.role in ("admin", "viewer")
+
+
+def _warn_weak_admin_key(config: Config) -> None:
+    """Loudly, once per gateway (worker 0 speaks for the others): on stderr, where the operator
+    looks at start-up, and in the log when logging is configured (else stderr is the log)."""
+    warning = config.admin_key_warning
+    if warning is None or os.environ.get("QIAO_WORKER_INDEX") not in (None, "0"):
+        return
+    print(f"qiao: WARNING: {warning}", file=sys.stderr)
+    if log.hasHandlers():
+        log.warning(warning)
 
 
 async def _not_found(request: web.Request) -> web.Response:
@@ -231,7 +247,8 @@ async def start_server(
 def run_server(
     config: Config, *, on_ready: Callable[[int], None] | None = None, reuse_port: bool = False
 ) -> None:
-    """Run until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
+    """Run until SIGINT/SIGTERM (or, in a worker, until the supervisor is gone); in-flight
+    requests get up to 30 s to finish. SIGHUP is logged and ignored: no reload yet."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
@@ -247,15 +264,15 @@ async def _serve(config: Config, on_ready: Callable[[int], None] | None, reuse_p
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup)  # logged, never a stop: no reload yet
+    watch_supervisor(loop, stop.set)  # a worker drains and exits once its supervisor is gone
     gc.collect()
     gc.freeze()  # the start-up heap never needs scanning again: shorter GC pauses
     if on_ready:
         on_ready(port)
     else:
         ms = (time.perf_counter() - t0) * 1000
-        print(
-            f"qiao {__version__} ready on http://{config.host}:{port} ({ms:.0f} ms)",
-            file=sys.stderr,
-        )
+        # One write per line: the workers of `--workers N` share this stderr.
+        sys.stderr.write(f"qiao {__version__} ready on http://{config.host}:{port} ({ms:.0f} ms)\n")
     await stop.wait()
     await runner.cleanup()

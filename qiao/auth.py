@@ -4,24 +4,35 @@ Presented keys are hashed (SHA-256) and looked up by digest, so lookup time
 depends on the digest, never on how many leading characters of a real key an
 attacker guessed; the stored digest is then compared in constant time. Keys
 themselves are never logged: a caller is known by the key's ``name``.
+
+Every route authenticates through :meth:`KeyRing.authenticate_request` (key, expiry, source
+address), so ``/v1``, ``/admin`` and the rest cannot drift apart in what they check.
+
+Model scopes are patterns where ``*`` is any run of characters except ``/`` and ``?`` is one
+such character (so ``gemini-*`` never reaches ``gemini-x/...``, while ``openai/*`` matches
+``openai/gpt-4o``); a scope of exactly ``*`` is every model, ``provider/model`` names included.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
+import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import AuthenticationFailed, PermissionDenied, Unavailable
 from .storage.models import Budget, Limits, Team, VirtualKey
 
-__all__ = ["KeyRing", "Principal", "credential_from", "digest"]
+if TYPE_CHECKING:
+    from .observability.accesslog import RequestRecord
+
+__all__ = ["KeyRing", "Principal", "credential_from", "digest", "scope_matcher"]
 
 ADMIN = "admin"
 _CACHE_LIMIT = 4096
@@ -64,13 +75,30 @@ class Principal:
         return any(ip in net for net in self.networks)
 
     def allows(self, model: str) -> bool:
+        """Whether this key's ``models`` scope covers ``model`` (admin keys included: the
+        config's ``admin_key`` has the scope ``*``, a stored admin key the one it was given)."""
         hit = self._allowed.get(model)
         if hit is None:
-            hit = self.admin or any(fnmatchcase(model, p) for p in self.patterns)
+            hit = any(scope_matcher(p)(model) for p in self.patterns)
             if len(self._allowed) >= _CACHE_LIMIT:
                 self._allowed.clear()
             self._allowed[model] = hit
         return hit
+
+
+@functools.lru_cache(maxsize=1024)
+def scope_matcher(pattern: str) -> Callable[[str], bool]:
+    """A model-scope pattern as a predicate: ``*`` is ``[^/]*``, ``?`` is ``[^/]``, the rest
+    literal (fnmatch's ``*`` crosses ``/``, so ``gemini-*`` would admit ``gemini-x/y``)."""
+    if pattern == "*":
+        return _any_model
+    parts = ("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+    regex = re.compile("".join(parts), re.DOTALL)
+    return lambda model: regex.fullmatch(model) is not None
+
+
+def _any_model(model: str) -> bool:
+    return True
 
 
 def digest(secret: str) -> bytes:
@@ -176,6 +204,27 @@ class KeyRing:
                 raise Unavailable("The key store is unavailable; try again shortly.")
             if principal.expires_at is not None and principal.expires_at <= time.time():
                 raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        return principal
+
+    def authenticate_request(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        remote: str | None,
+        rec: RequestRecord | None = None,
+    ) -> Principal:
+        """The one authentication of every route: the presented key (401 if missing, unknown
+        or expired; 503 if the store cannot tell), then its source-address scope (403).
+        ``rec`` learns who called before the address check, so a refusal is logged by key."""
+        principal = self.authenticate(credential_from(headers, query))
+        if rec is not None:
+            rec.key = principal.name
+            rec.key_id = principal.scope_id
+            rec.team_id = principal.team_id
+        if not principal.allows_ip(remote):
+            raise PermissionDenied(
+                "This key may not be used from this address.", code="ip_not_allowed"
+            )
         return principal
 
     @staticmethod

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from . import __version__, cli_admin
 from .config import Config, ConfigError, KeyConfig, from_env, load, mock_demo
-from .workers import supervise, worker_index
+from .workers import ignore_hangup, supervise, worker_index
 
 _GENERATED_ENV = "QIAO__GENERATED_KEY"
 
@@ -69,6 +69,7 @@ def _load_for_serve(args: argparse.Namespace) -> Config:
 
 
 def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    ignore_hangup()  # a closed terminal is no reason to stop serving
     config = _load_for_serve(args)
     index = worker_index()
     if args.workers > 1 and index is None:
@@ -76,8 +77,10 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
         env = {**os.environ, "QIAO__BOOTSTRAP_TOKEN": "qiao-bootstrap-" + secrets.token_urlsafe(24)}
         return supervise(child_argv, args.workers, env)
     if index is not None:
+        from .storage.journal import worker_journal
+
         storage = config.storage
-        journal = os.path.join(storage.journal_dir, f"worker-{index}")
+        journal = worker_journal(storage.journal_dir, index)  # the others recover it too
         config = config.model_copy(
             update={"storage": storage.model_copy(update={"journal_dir": journal})}
         )

@@ -65,7 +65,7 @@ from .storage.models import Budget, Limits, VirtualKey
 __all__ = ["COMMANDS", "add_commands", "run"]
 
 COMMANDS = frozenset({"db", "keys", "teams", "providers"})
-ACTOR = "cli"
+ACTOR = ops.Actor("cli")
 ADMIN_KEY_ENV = "QIAO_ADMIN_KEY"
 StoreAction = Callable[[argparse.Namespace, Store], Awaitable[None]]
 

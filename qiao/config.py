@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from .pricing import Fiat, Price, PriceTable
 from .providers.presets import PRESETS, Protocol
 from .storage.models import Budget, Currency, Limits, Period
 
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "KeyConfig",
     "MockSettings",
+    "PricingSettings",
     "ProviderConfig",
     "ServerSettings",
     "StorageSettings",
@@ -45,6 +47,7 @@ __all__ = [
 ]
 
 MIN_KEY_LENGTH = 8
+ADMIN_KEY_ADVISED = 32  # below this, start-up warns (see Config.admin_key_warning)
 PROVIDER_TYPES = frozenset({*PRESETS, "azure", "mock", "vertex", "bedrock"})
 
 
@@ -57,12 +60,16 @@ class _Frozen(BaseModel):
 
 
 class Timeouts(_Frozen):
-    """Seconds. ``first_byte`` covers the whole answer of a non-streaming call."""
+    """Seconds. ``first_byte`` covers the whole answer of a non-streaming call; ``idle`` is
+    the longest wait for the upstream's next chunk; ``total`` bounds the whole call, relaying
+    to the client included; ``write_stall`` is the longest a write to a client that does not
+    read may wait (then the stream is cut and its upstream connection freed)."""
 
     connect: float = Field(10.0, gt=0)
     first_byte: float = Field(300.0, gt=0)
     idle: float = Field(120.0, gt=0)
     total: float = Field(900.0, gt=0)
+    write_stall: float = Field(30.0, gt=0)
 
 
 class MockSettings(_Frozen):
@@ -93,7 +100,14 @@ class ProviderConfig(_Frozen):
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(256, ge=1)
+    # How many of those one caller key may hold at once (default: half the pool), so one key
+    # cannot starve the others; a deployment with a single key sets it to max_connections.
+    max_connections_per_key: int | None = Field(None, ge=1)
     mock: MockSettings = MockSettings()
+    # A client's built-in web search (Codex declares OpenAI's ``web_search``) on a translated
+    # request: "auto" sends this provider's own search tool where it is known to work (see
+    # qiao.plan), "native" wherever its protocol has one, "drop" never (searches cost extra).
+    web_search: Literal["auto", "native", "drop"] = "auto"
 
     @field_validator("type")
     @classmethod
@@ -260,7 +274,8 @@ class StorageSettings(_Frozen):
         0.25,
         gt=0,
         le=10,
-        description="seconds a Redis call may take before limits fall back to this process",
+        description="seconds a Redis call may take; for rate limits, a later reply only starts "
+        "a health probe (they fall back to this process when Redis is down, not slow)",
     )
     journal_dir: str = "qiao-journal"
     sync_interval: float = Field(1.0, gt=0, le=60)
@@ -276,6 +291,42 @@ class StorageSettings(_Frozen):
         return v
 
 
+_Rate = Annotated[Decimal, Field(ge=0, le=Decimal("1000000000"), allow_inf_nan=False)]
+
+
+class DefaultPrice(_Frozen):
+    """Per 1M tokens; write amounts as strings ("2.50") to keep them exact."""
+
+    currency: Fiat = "USD"
+    input: _Rate
+    output: _Rate
+
+
+class PricingSettings(_Frozen):
+    """What a model missing from the price table costs. ``refuse`` (the default): a request
+    that a money budget (USD or CNY) applies to is refused with 403 ``model_unpriced``, since
+    its cost cannot be counted; ``default``: such models cost ``default_price``."""
+
+    unpriced: Literal["refuse", "default"] = "refuse"
+    default_price: DefaultPrice | None = None
+
+    @model_validator(mode="after")
+    def _default_needs_a_price(self) -> PricingSettings:
+        if self.unpriced == "default" and self.default_price is None:
+            raise ValueError("unpriced: default needs a default_price {currency, input, output}")
+        if self.unpriced == "refuse" and self.default_price is not None:
+            raise ValueError("default_price is only used with unpriced: default")
+        return self
+
+    def table(self) -> PriceTable:
+        """The built-in price table under this policy."""
+        table = PriceTable.default()
+        d = self.default_price
+        if self.unpriced == "default" and d is not None:
+            table = table.with_default(Price.of(d.currency, str(d.input), str(d.output)))
+        return table
+
+
 class Config(_Frozen):
     listen: str = "127.0.0.1:8080"
     admin_key: SecretStr | None = None
@@ -284,6 +335,7 @@ class Config(_Frozen):
     keys: tuple[KeyConfig, ...] = ()
     server: ServerSettings = ServerSettings()
     storage: StorageSettings = StorageSettings()
+    pricing: PricingSettings = PricingSettings()
     source: str = Field("<memory>", exclude=True)
 
     @field_validator("models", mode="before")
@@ -327,6 +379,21 @@ class Config(_Frozen):
                 raise ValueError(f"key {k.name!r} reuses another key's secret")
             secrets.add(secret)
         return self
+
+    @property
+    def admin_key_warning(self) -> str | None:
+        """What to say at start-up about a short ``admin_key`` (None: nothing). A warning, not
+        a refusal: failed admin authentications are throttled, and refusing would turn an
+        upgrade of a running deployment into a crash loop."""
+        if self.admin_key is None:
+            return None
+        length = len(self.admin_key.get_secret_value())
+        if length >= ADMIN_KEY_ADVISED:
+            return None
+        return (
+            f"admin_key is only {length} characters: use at least {ADMIN_KEY_ADVISED} random "
+            "characters (e.g. `openssl rand -hex 24`); a short admin key can be guessed"
+        )
 
     @property
     def host(self) -> str:

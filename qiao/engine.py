@@ -19,12 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
-from .accounting import Accounting
+from .accounting import Accounting, OutputMeter
 from .auth import KeyRing
 from .codecs.registry import codec_for
 from .config import Config
 from .egress.fetch import MediaFetcher
-from .errors import InvalidRequest, QiaoError, UpstreamError, UpstreamStatusError
+from .errors import (
+    ConnectionShareExceeded,
+    InvalidRequest,
+    QiaoError,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from .exchange import Exchange
 from .keysync import KeySync
 from .observability.accesslog import AccessLog, RequestRecord
@@ -34,7 +40,7 @@ from .policies.budget import BudgetGuard, SpendLedger
 from .policies.gate import Gate
 from .policies.limits import FailoverLimiter, Limiter, LocalLimiter
 from .policies.local_spend import WriteBehindLedger
-from .pricing import DEFAULT_USD_CNY, PriceTable
+from .pricing import DEFAULT_USD_CNY
 from .providers.cloud import StoredKeyAuth, authenticator_for, bedrock_stream
 from .providers.mock import MockTransport
 from .providers.openai import ProviderInfo
@@ -42,6 +48,7 @@ from .providers.reasoning import ReasoningMemory
 from .router import Route, Router, Upstream
 from .secrets import MasterKey, SecretError, Vault
 from .storage import StorageUnavailable, Store, open_store
+from .storage.sweeper import MARGIN, PendingSweeper
 from .storage.writer import UsageWriter
 from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
 
@@ -63,6 +70,8 @@ class Opened:
     route: Route
     response: UpstreamResponse
     plan: Plan
+    deadline: Deadline  # the relay to the client runs under it too
+    meter: OutputMeter | None = None  # a stream's: what it relayed, should the upstream not say
 
 
 class Health:
@@ -101,6 +110,7 @@ def _make_transport(info: ProviderInfo) -> Transport:
     return HttpTransport(
         info.name,
         max_connections=info.config.max_connections,
+        per_key=info.config.max_connections_per_key,
         connect_timeout=info.config.timeouts.connect,
     )
 
@@ -137,8 +147,10 @@ class Engine:
         if config.storage.url.startswith("memory:"):
             journal = self._journal_tmp = tempfile.mkdtemp(prefix="qiao-journal-")
         self.writer = UsageWriter(self.store, journal)
-        prices = PriceTable.default()
+        prices = config.pricing.table()  # and what unpriced models cost
         self.accounting = Accounting(self.writer, prices)
+        longest = max((p.timeouts.total for p in config.providers.values()), default=0.0)
+        self.sweeper = PendingSweeper(self.store, older_than=longest + MARGIN)
         self.redis: Redis | None = None
         self._write_behind: WriteBehindLedger | None = None
         ledger: SpendLedger = self.store
@@ -161,7 +173,10 @@ class Engine:
                 )
             )
             wait = config.storage.redis_timeout
-            limiter = FailoverLimiter(RedisLimiter(self.redis, timeout=wait), LocalLimiter())
+            # Its own small pool, so other Redis users cannot starve it, and the URL for its
+            # health probe (a slow reply under load is not an outage).
+            remote = RedisLimiter.from_url(config.storage.redis_url, timeout=wait)
+            limiter = FailoverLimiter(remote, LocalLimiter())
             ledger = RedisSpendLedger(self.redis, timeout=wait)
         self.gate = Gate(limiter, BudgetGuard(ledger), prices, DEFAULT_USD_CNY)
 
@@ -178,6 +193,8 @@ class Engine:
         await self.refresh_provider_keys()
         self.keysync.start(on_tick=self.refresh_provider_keys)
         await self.writer.start()
+        self.accounting.start()
+        self.sweeper.start()
 
     async def refresh_provider_keys(self) -> None:
         """Decrypt the stored keys of providers configured with ``api_key_from: store``."""
@@ -236,6 +253,8 @@ class Engine:
         if self.redis is not None:
             await self.redis.aclose()
         await self.keysync.stop()
+        await self.sweeper.close()
+        await self.accounting.close()
         await self.writer.close(timeout=10.0)
         await self.store.close()
         if self._journal_tmp:
@@ -276,7 +295,8 @@ class Engine:
             except UpstreamError as err:
                 self.attempt_failed(rec, attempt_id, err.status)
                 err.provider = err.provider or route.upstream.name
-                self.health.failed(route.upstream.name, err)
+                if not isinstance(err, ConnectionShareExceeded):  # the caller's doing
+                    self.health.failed(route.upstream.name, err)
                 last = err
                 if not err.retryable:
                     raise
@@ -285,12 +305,15 @@ class Engine:
                 self.attempt_failed(rec, attempt_id, 499)
                 raise
             rec.attempt_id = attempt_id
+            if ex.stream:
+                opened.meter = self.accounting.track(rec, attempt_id)
             return opened
         assert last is not None
         raise last
 
     async def _attempt(self, the_plan: Plan, route: Route, rec: RequestRecord) -> Opened:
         request = the_plan.request
+        request.owner = rec.key_id  # whose share of the provider's pool the call takes
         deadline = Deadline(request.timeouts)
         t0 = time.perf_counter()
         try:
@@ -304,7 +327,7 @@ class Engine:
         finally:
             rec.upstream_s += time.perf_counter() - t0
         self.health.ok(route.upstream.name)
-        return Opened(route, response, the_plan)
+        return Opened(route, response, the_plan, deadline)
 
     async def _status_error(
         self, response: UpstreamResponse, provider: str, the_plan: Plan

@@ -19,6 +19,7 @@ provider it came from. Surfaces render these in their own wire format.
     │   ├── UpstreamConnectError    could not connect (502, retryable)
     │   ├── UpstreamTimeout         connect/first-byte/idle/total timeout (504)
     │   ├── UpstreamOverloaded      upstream overloaded (503 + Retry-After)
+    │   ├── ConnectionShareExceeded the key holds its share of the provider's pool (429)
     │   └── UpstreamProtocolError   upstream sent something we cannot relay (502)
     └── Unavailable                 503: Qiao itself cannot serve (no healthy target)
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationFailed",
     "ClientError",
+    "ConnectionShareExceeded",
     "InvalidRequest",
     "NotFound",
     "PayloadTooLarge",
@@ -170,6 +172,15 @@ class UpstreamOverloaded(UpstreamError):
     status = 503
     type = "service_unavailable_error"
     code = "upstream_overloaded"
+
+
+class ConnectionShareExceeded(UpstreamError):
+    """Not sent: the caller's key already holds its share of this provider's connection pool.
+    Another target has a pool of its own, so the next one is tried; the provider is healthy."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_connections_exceeded"
 
 
 class UpstreamProtocolError(UpstreamError):

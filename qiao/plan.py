@@ -8,10 +8,11 @@ its codec and adapter module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
+from .canonical import Request
 from .codecs import anthropic as anthropic_codec
 from .codecs import embeddings, openai_chat
 from .codecs import gemini as gemini_codec
@@ -52,6 +53,7 @@ class Plan:
     translate: bool
     client_wants_usage: bool = True
     openai_op: Op | None = None
+    dropped: tuple[str, ...] = ()  # client tools the target does not run (a response header)
 
 
 def plan(ex: Exchange, route: Route) -> Plan:
@@ -91,8 +93,9 @@ def _plan_openai(ex: Exchange, route: Route) -> Plan:
         url = openai.upstream_url(info, op, model)
         req = _request(route, url, openai.upstream_headers(info, ex.headers), body, ex)
         return Plan(req, "openai", False, wants, op)
+    dropped: tuple[str, ...] = ()
     if ex.kind in ("chat", "responses"):
-        canonical = ex.canonical()
+        canonical, dropped = _canonical(ex, route)
         max_n = info.preset.max_n if info.preset else None
         if max_n is not None and canonical.n > max_n:
             raise UnsupportedByTarget(f"provider {info.name!r} accepts n <= {max_n}", param="n")
@@ -101,13 +104,37 @@ def _plan_openai(ex: Exchange, route: Route) -> Plan:
             wire = route.upstream.reasoning.fill(wire) or wire
         op = Op.CHAT
     elif ex.kind == "embeddings" and ex.protocol == "gemini":
-        wire = embeddings.gemini_to_openai_request(ex.body, model)
+        wire = embeddings.gemini_to_openai_request(_embed_batch(ex, route) or ex.body, model)
         op = Op.EMBEDDINGS
     else:
         raise _unsupported(ex, route)
     url = openai.upstream_url(info, op, model)
     headers = openai.upstream_headers(info, {})
-    return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "openai", True, True, op)
+    req = _request(route, url, headers, orjson.dumps(wire), ex)
+    return Plan(req, "openai", True, True, op, dropped)
+
+
+def _canonical(ex: Exchange, route: Route) -> tuple[Request, tuple[str, ...]]:
+    """The client's request, decoded, without a built-in web search the target will not run."""
+    req = ex.canonical()
+    if req.web_search is None or _searches(req, route):
+        return req, ()
+    return replace(req, web_search=None), ("web_search",)
+
+
+def _searches(req: Request, route: Route) -> bool:
+    """Whether the target runs a client's web search with its own search tool. "auto" says yes
+    where that is known to work: Anthropic's own API (not every Claude on Bedrock or Vertex
+    has it), and Gemini for a request without functions or an allowed-domains list (Gemini
+    refuses search mixed with function calling, and its search takes no domain list)."""
+    config = route.upstream.info.config
+    if config.web_search == "drop" or route.protocol == "openai":
+        return False
+    if config.web_search == "native":
+        return True
+    if route.protocol == "anthropic":
+        return config.type == "anthropic"
+    return not req.tools and not (req.web_search and req.web_search.allowed_domains)
 
 
 _OPENAI_ITSELF = openai_chat.EncodeOptions(
@@ -130,6 +157,7 @@ MID_CONVERSATION_SYSTEM_BETA = "mid-conversation-system-2026-04-07"
 def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
     info, model = route.upstream.info, route.model
     cloud = info.config.type in ("vertex", "bedrock")
+    dropped: tuple[str, ...] = ()
     if ex.protocol == "anthropic" and ex.kind in ("chat", "count_tokens"):
         if cloud and ex.kind == "count_tokens":
             raise _unsupported(ex, route)
@@ -139,7 +167,8 @@ def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
         headers = anthropic.upstream_headers(info, ex.headers)
         translate = False
     elif ex.kind in ("chat", "responses"):
-        wire = anthropic_codec.encode_request(ex.canonical(), model)
+        canonical, dropped = _canonical(ex, route)
+        wire = anthropic_codec.encode_request(canonical, model)
         body = orjson.dumps(wire)
         url = anthropic.messages_url(info)
         headers = anthropic.upstream_headers(info, None)
@@ -150,7 +179,7 @@ def _plan_anthropic(ex: Exchange, route: Route) -> Plan:
         raise _unsupported(ex, route)
     if cloud:
         url, body = _cloud_claude(route, body, headers, ex.stream)
-    return Plan(_request(route, url, headers, body, ex), "anthropic", translate)
+    return Plan(_request(route, url, headers, body, ex), "anthropic", translate, dropped=dropped)
 
 
 def _cloud_claude(
@@ -186,15 +215,30 @@ def _gemini_url(route: Route, method: str, stream: bool) -> str:
     return gemini.method_url(route.upstream.info, route.model, method, stream=stream)
 
 
+def _embed_batch(ex: Exchange, route: Route) -> dict[str, object] | None:
+    """A google-genai batch folded into one request only because the alias looked like a
+    multimodal embedder, unfolded for this target (see ``embeddings.unfold_sdk_batch``)."""
+    if ex.gemini_method != "batchEmbedContents":
+        return None
+    client = ex.headers.get("x-goog-api-client", "")
+    return embeddings.unfold_sdk_batch(ex.body, ex.model, route.model, client)
+
+
 def _plan_gemini(ex: Exchange, route: Route) -> Plan:
     info, model = route.upstream.info, route.model
     headers = gemini.upstream_headers(info)
     if ex.protocol == "gemini" and ex.gemini_method:
         url = _gemini_url(route, ex.gemini_method, ex.stream)
-        body = gemini.passthrough_body(ex.raw, ex.body, model)
+        unfolded = _embed_batch(ex, route)
+        if unfolded is None:
+            body = gemini.passthrough_body(ex.raw, ex.body, model)
+        else:
+            body = gemini.passthrough_body(orjson.dumps(unfolded), unfolded, model)
         return Plan(_request(route, url, headers, body, ex), "gemini", False)
+    dropped: tuple[str, ...] = ()
     if ex.kind in ("chat", "responses"):
-        wire = gemini_codec.encode_request(ex.canonical(), model)
+        canonical, dropped = _canonical(ex, route)
+        wire = gemini_codec.encode_request(canonical, model)
         method = "streamGenerateContent" if ex.stream else "generateContent"
     elif ex.kind == "embeddings" and ex.protocol == "openai":
         wire = embeddings.openai_to_gemini_request(ex.body, model)
@@ -202,4 +246,5 @@ def _plan_gemini(ex: Exchange, route: Route) -> Plan:
     else:
         raise _unsupported(ex, route)
     url = _gemini_url(route, method, ex.stream)
-    return Plan(_request(route, url, headers, orjson.dumps(wire), ex), "gemini", True)
+    req = _request(route, url, headers, orjson.dumps(wire), ex)
+    return Plan(req, "gemini", True, dropped=dropped)

@@ -10,6 +10,10 @@ peak / off-peak; Qwen and GLM tier by prompt length). Operators override entries
 with :meth:`PriceTable.with_overrides`. Where a provider has two rates we keep the higher one,
 so reservations stay an upper bound.
 
+A model missing from the table has no price: :meth:`PriceTable.get` answers None, and a money
+budget refuses it (it cannot be enforced at cost 0). :meth:`PriceTable.with_default` gives such
+models one operator-chosen price instead (config ``pricing.unpriced: default``).
+
 Canonical usage counts cached and cache-written tokens *inside* ``input_tokens`` and reasoning
 tokens inside ``output_tokens`` (see :class:`qiao.canonical.types.Usage`).
 """
@@ -196,10 +200,12 @@ def normalize_model(model: str) -> str:
 
 
 class PriceTable:
-    """Immutable prices by normalized model name, with a bounded memo of looked-up ids."""
+    """Immutable prices by normalized model name, with a bounded memo of looked-up ids.
+    ``fallback``: the price of every model not in the table (None: such models are unpriced)."""
 
-    def __init__(self, prices: Mapping[str, Price]) -> None:
+    def __init__(self, prices: Mapping[str, Price], fallback: Price | None = None) -> None:
         self._prices = {normalize_model(name): price for name, price in prices.items()}
+        self._fallback = fallback
         self._memo: dict[str, Price | None] = {}
 
     @classmethod
@@ -207,7 +213,11 @@ class PriceTable:
         return cls(_default_prices())
 
     def with_overrides(self, prices: Mapping[str, Price]) -> PriceTable:
-        return PriceTable({**self._prices, **prices})
+        return PriceTable({**self._prices, **prices}, self._fallback)
+
+    def with_default(self, fallback: Price | None) -> PriceTable:
+        """This table, pricing every model it does not know at ``fallback``."""
+        return PriceTable(self._prices, fallback)
 
     def names(self) -> list[str]:
         return sorted(self._prices)
@@ -217,6 +227,8 @@ class PriceTable:
         if model in memo:
             return memo[model]
         price = self._prices.get(model) or self._prices.get(normalize_model(model))
+        if price is None:
+            price = self._fallback
         if len(memo) >= _MEMO_MAX:
             memo.clear()
         memo[model] = price

@@ -10,13 +10,14 @@ ends with the client protocol's error event, never a clean end.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from .accounting import OutputMeter
 from .canonical import Request, StreamError, StreamStart, Usage, UsageEvent
 from .codecs import embeddings
 from .codecs.registry import client_codec, codec_for
@@ -29,6 +30,7 @@ from .providers.openai_stream import OpenAIStreamRelay
 from .providers.presets import Protocol
 from .providers.reasoning import EventReasoning, StreamReasoning
 from .surfaces.http import qiao_headers
+from .upstream import Deadline
 
 __all__ = ["relay_body", "relay_stream", "usage_dict"]
 
@@ -82,13 +84,17 @@ def _headers(opened: Opened, rec: RequestRecord) -> dict[str, str]:
             value = upstream.get(name)
             if value is not None:
                 headers[name] = value
+    if opened.plan.dropped:  # a client tool the target does not run: say so, do not refuse
+        headers["x-qiao-dropped-tools"] = ",".join(opened.plan.dropped)
     return headers
 
 
 # --------------------------------------------------------------------------- whole bodies
 
 
-async def relay_body(ex: Exchange, opened: Opened, rec: RequestRecord) -> web.Response:
+async def relay_body(
+    request: web.Request, ex: Exchange, opened: Opened, rec: RequestRecord
+) -> web.Response:
     t0 = time.perf_counter()
     try:
         data = await opened.response.read()
@@ -113,7 +119,25 @@ async def relay_body(ex: Exchange, opened: Opened, rec: RequestRecord) -> web.Re
     rec.status = 200 if opened.plan.translate else opened.response.status
     headers = _headers(opened, rec)
     headers["Content-Type"] = content_type
-    return web.Response(status=rec.status, body=data, headers=headers)
+    resp = web.Response(status=rec.status, body=data, headers=headers)
+    if _may_wait(request, len(data)):  # else aiohttp hands it over without waiting
+        await _guarded(request, opened, rec, lambda: _send_body(request, resp, opened.deadline))
+    return resp
+
+
+def _may_wait(request: web.Request, size: int) -> bool:
+    """Whether writing ``size`` more bytes (and headers) may wait for the client to read:
+    only when the connection's write buffer would pass its high-water mark."""
+    transport = request.transport
+    if transport is None:
+        return False
+    return transport.get_write_buffer_size() + size + 16384 > transport.get_write_buffer_limits()[1]
+
+
+async def _send_body(request: web.Request, resp: web.Response, d: Deadline) -> None:
+    d.writing = d.loop.time()
+    await resp.prepare(request)
+    await resp.write_eof()
 
 
 def _passthrough_usage(opened: Opened, obj: Any) -> dict[str, int] | None:
@@ -140,7 +164,7 @@ def _translate_body(ex: Exchange, opened: Opened, obj: Any) -> tuple[bytes, dict
     resp = codec_for(opened.plan.upstream_protocol).decode_response(obj)
     resp.model = ex.model
     client = client_codec(ex.protocol, ex.kind)
-    return orjson.dumps(client.encode_response(resp)), usage_dict(resp.usage)
+    return orjson.dumps(client.encode_response(resp, ex.canonical())), usage_dict(resp.usage)
 
 
 # --------------------------------------------------------------------------- streams
@@ -153,24 +177,61 @@ async def relay_stream(
     headers.update(_SSE_HEADERS)
     resp = web.StreamResponse(status=200, headers=headers)
     rec.status = 200
-    pump: Callable[[web.StreamResponse, Opened, RequestRecord], Any]
-    if opened.plan.translate:
-        pump = _Translator(ex, opened).pump
-    elif opened.plan.upstream_protocol == "openai":
-        pump = _openai_passthrough(opened)
-    else:
-        pump = _Observed(ex, opened.plan.upstream_protocol).pump
-    try:
+
+    async def send() -> None:  # all of it guarded: whatever fails, the upstream is closed
+        pump: Callable[[web.StreamResponse, Opened, RequestRecord], Any]
+        if opened.plan.translate:
+            pump = _Translator(ex, opened).pump
+        elif opened.plan.upstream_protocol == "openai":
+            pump = _openai_passthrough(opened)
+        else:
+            pump = _Observed(ex, opened.plan.upstream_protocol).pump
         await resp.prepare(request)
         rec.first_byte_s = time.perf_counter() - rec.started
         await pump(resp, opened, rec)
+        opened.deadline.writing = opened.deadline.loop.time()
         await resp.write_eof()
+
+    await _guarded(request, opened, rec, send)
+    return resp
+
+
+async def _write(resp: web.StreamResponse, d: Deadline, data: bytes) -> None:
+    """Every write to a client is timed: one it does not take within ``write_stall`` seconds
+    ends the relay (see :class:`~qiao.upstream.Deadline`)."""
+    d.writing = d.loop.time()
+    await resp.write(data)
+    d.writing = 0.0
+
+
+async def _guarded(
+    request: web.Request, opened: Opened, rec: RequestRecord, send: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``send``, everything written to the client, under the attempt's deadline. A client
+    that stops reading is cut there: its connection aborted (closing would wait for it to
+    read), the upstream connection closed, the request recorded as an error."""
+    d = opened.deadline
+    scope = d.relay_scope()
+    try:
+        async with scope:
+            await send()
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        rec.error = "client_stalled" if d.writing else "total_timeout"
+        if request.transport is not None:
+            request.transport.abort()
     except ConnectionResetError:
         rec.status = 499
         rec.error = "client_closed"
     finally:
+        d.cancel()
         opened.response.close()
-    return resp
+
+
+def _meter(opened: Opened) -> OutputMeter:
+    """Where the pump counts what it relays (see :class:`~qiao.accounting.OutputMeter`)."""
+    return opened.meter if opened.meter is not None else OutputMeter()
 
 
 def _openai_passthrough(
@@ -185,25 +246,27 @@ def _openai_passthrough(
     )
 
     async def pump(resp: web.StreamResponse, opened: Opened, rec: RequestRecord) -> None:
+        d, meter = opened.deadline, _meter(opened)
         try:
             async for chunk in opened.response.iter_chunks():
                 out = relay.feed(chunk)
+                meter.chunks = relay.chunks  # what was relayed, if the upstream never says
                 if out:
-                    await resp.write(out)
+                    await _write(resp, d, out)
                 if relay.failed:
                     break
         except UpstreamError as err:
             rec.error = err.code or "upstream_error"
-            await resp.write(relay.error_event(err.message, err.code or "upstream_error"))
+            await _write(resp, d, relay.error_event(err.message, err.code or "upstream_error"))
             return
         finally:
             rec.usage = _openai_usage(relay.usage)
         if relay.failed:
             rec.error = "upstream_protocol_error"
-            await resp.write(relay.error_event(relay.failed, "upstream_protocol_error"))
+            await _write(resp, d, relay.error_event(relay.failed, "upstream_protocol_error"))
         elif not relay.done and not relay.error:
             rec.error = "upstream_truncated"
-            await resp.write(relay.error_event(_TRUNCATED, "upstream_truncated"))
+            await _write(resp, d, relay.error_event(_TRUNCATED, "upstream_truncated"))
         if relay.error:
             rec.error = "upstream_stream_error"
 
@@ -221,6 +284,7 @@ class _Observed:
         self._buf = b""
 
     async def pump(self, resp: web.StreamResponse, opened: Opened, rec: RequestRecord) -> None:
+        d, meter = opened.deadline, _meter(opened)
         try:
             async for chunk in opened.response.iter_chunks():
                 buf = self._buf + chunk
@@ -235,14 +299,16 @@ class _Observed:
                         rec.usage = usage_dict(ev.usage)
                     elif isinstance(ev, StreamError):
                         rec.error = "upstream_stream_error"
-                await resp.write(complete)
+                    else:
+                        meter.event(ev)
+                await _write(resp, d, complete)
         except UpstreamError as err:
             rec.error = err.code or "upstream_error"
-            await resp.write(self._fail(err.message, err.code, err.status))
+            await _write(resp, d, self._fail(err.message, err.code, err.status))
             return
         if not self._decoder.done and rec.error is None:
             rec.error = "upstream_truncated"
-            await resp.write(self._fail(_TRUNCATED, "upstream_truncated", 502))
+            await _write(resp, d, self._fail(_TRUNCATED, "upstream_truncated", 502))
 
     def _fail(self, message: str, code: str | None, status: int) -> bytes:
         encoder = self._codec.StreamEncoder(Request(model=self._model))
@@ -259,7 +325,7 @@ class _Translator:
         self._observe = EventReasoning(memory) if memory is not None else None
 
     async def pump(self, resp: web.StreamResponse, opened: Opened, rec: RequestRecord) -> None:
-        encoder = self._encoder
+        encoder, d, meter = self._encoder, opened.deadline, _meter(opened)
         try:
             async for chunk in opened.response.iter_chunks():
                 out = []
@@ -267,7 +333,7 @@ class _Translator:
                     if isinstance(ev, StreamError):
                         rec.error = "upstream_stream_error"
                         out.append(encoder.fail(ev))
-                        await resp.write(b"".join(out))
+                        await _write(resp, d, b"".join(out))
                         return
                     if isinstance(ev, UsageEvent):
                         rec.usage = usage_dict(ev.usage)
@@ -275,18 +341,23 @@ class _Translator:
                         ev.model = self._model
                     if self._observe is not None:
                         self._observe(ev)
+                    meter.event(ev)
                     out.append(encoder.feed(ev))
                 data = b"".join(out)
                 if data:
-                    await resp.write(data)
+                    await _write(resp, d, data)
         except UpstreamError as err:
             rec.error = err.code or "upstream_error"
-            await resp.write(encoder.fail(StreamError(err.message, err.status, err.type, err.code)))
+            await _write(
+                resp, d, encoder.fail(StreamError(err.message, err.status, err.type, err.code))
+            )
             return
         if self._decoder.done:
-            await resp.write(encoder.close())
+            await _write(resp, d, encoder.close())
         else:
             rec.error = "upstream_truncated"
-            await resp.write(
-                encoder.fail(StreamError(_TRUNCATED, 502, "server_error", "upstream_truncated"))
+            await _write(
+                resp,
+                d,
+                encoder.fail(StreamError(_TRUNCATED, 502, "server_error", "upstream_truncated")),
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 INSTALL = "apt-get install -y redis-server postgresql"
+CEILING = 60  # seconds a server may take to start or stop on a loaded machine
 PG_BIN_DIRS = (
     "/usr/lib/postgresql/17/bin",
     "/usr/lib/postgresql/16/bin",
@@ -37,7 +39,7 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
-def _wait_port(port: int, timeout: float = 15) -> None:
+def _wait_port(port: int, timeout: float = CEILING) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -80,14 +82,25 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # stop() ends its whole process group
         )
-        _wait_port(self.port)
+        try:
+            _wait_port(self.port)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(CEILING)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                self.proc.wait()
             self.proc = None
 
     def close(self) -> None:
@@ -126,7 +139,11 @@ class PostgresServer:
 
     def _run(self, *args: str) -> None:
         subprocess.run(
-            [*self._as, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [*self._as, *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=2 * CEILING,
         )
 
     def start(self) -> PostgresServer:
@@ -154,11 +171,19 @@ class PostgresServer:
             opts,
             "-w",
             "-t",
-            "30",
+            str(CEILING),
             "-l",
             str(self.root / "log"),
             "start",
         )
+        try:
+            self._created()
+        except BaseException:
+            self.close()  # no server left behind by a failed start
+            raise
+        return self
+
+    def _created(self) -> None:
         _wait_port(self.port)
         if not (self.root / ".created").exists():
             self._run(
@@ -172,7 +197,6 @@ class PostgresServer:
                 "qiao",
             )
             (self.root / ".created").touch()
-        return self
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
@@ -180,6 +204,6 @@ class PostgresServer:
     def close(self) -> None:
         try:
             self.stop("immediate")
-        except subprocess.CalledProcessError:
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -7,8 +7,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 from conftest import ADMIN_KEY
-from gateway import Gateway
+from gateway import Gateway, QiaoProcess
 
 
 def config(db: Path, journal: str = "journal") -> str:
@@ -95,7 +93,8 @@ def test_key_lifecycle(gw: Gateway) -> None:
     _, audit = call(gw, "GET", "/admin/audit")
     actions = [e["action"] for e in audit["data"]]
     assert {"team.create", "key.create", "key.rotate", "key.revoke"} <= set(actions)
-    assert all(e["actor"] == "admin" for e in audit["data"])
+    # the actor is the key's id (names are not unique): cfg:<name> for the config's admin_key
+    assert all(e["actor"] == "cfg:admin" and e["actor_name"] == "admin" for e in audit["data"])
 
 
 def test_roles_and_bad_input(gw: Gateway) -> None:
@@ -130,7 +129,7 @@ def test_token_budget_refuses_when_spent(gw: Gateway) -> None:
         gw,
         "POST",
         "/admin/keys",
-        {"name": "b", "budget": {"amount": "40", "currency": "tokens", "period": "day"}},
+        {"name": "b", "budget": {"amount": "10", "currency": "tokens", "period": "day"}},
     )
     chat(gw, key["key"])
     with pytest.raises(openai.RateLimitError) as exc:
@@ -190,7 +189,7 @@ def test_provider_key_stored_encrypted(tmp_path: Path, monkeypatch: pytest.Monke
     provider_key = "sk-proj-" + "Zq7" * 14
     db = tmp_path / "q.db"
     with Gateway(config(db)) as gw:
-        status, out = call(gw, "PUT", "/admin/providers/openai/key", {"api_key": provider_key})
+        status, out = call(gw, "PUT", "/admin/providers/mock/key", {"api_key": provider_key})
         assert status == 200 and out["hint"] == "sk-…7Zq7" and provider_key not in json.dumps(out)
         _, listed = call(gw, "GET", "/admin/providers")
         assert provider_key not in json.dumps(listed)
@@ -209,19 +208,8 @@ keys: [{{name: k, key: sk-bootstrap-user-key}}]
 storage: {{url: "sqlite:///{tmp_path / "b.db"}", journal_dir: "{tmp_path / "j"}"}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("QIAO_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qiao", "serve", "--config", str(cfg)],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        seen = ""
-        assert proc.stderr is not None
-        while " ready on " not in seen:
-            line = proc.stderr.readline()
-            assert line, seen
-            seen += line
+    with QiaoProcess("serve", "--config", str(cfg), env=env) as gw:  # killed as a group
+        seen = gw.wait_ready()
         token = re.search(r"Bearer (qiao-bootstrap-\S+?)'", seen)
         assert token, seen
         url = f"http://127.0.0.1:{port}/admin/bootstrap"
@@ -249,9 +237,6 @@ storage: {{url: "sqlite:///{tmp_path / "b.db"}", journal_dir: "{tmp_path / "j"}"
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 200
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_provider_key_from_the_store_is_used_upstream(
@@ -361,7 +346,7 @@ def test_token_budget_status_counts_input_and_output(gw: Gateway) -> None:
 
 
 def test_reset_lets_a_refused_key_work_again_and_is_audited(gw: Gateway) -> None:
-    budget = {"amount": "40", "currency": "tokens", "period": "day"}
+    budget = {"amount": "10", "currency": "tokens", "period": "day"}
     _, key = call(gw, "POST", "/admin/keys", {"name": "quota", "budget": budget})
     used = chat_usage(gw, key["key"])
     with pytest.raises(openai.RateLimitError) as exc:
@@ -372,13 +357,13 @@ def test_reset_lets_a_refused_key_work_again_and_is_audited(gw: Gateway) -> None
     status, reset = call(gw, "POST", f"/admin/keys/{key['id']}/budget/reset")
     assert status == 200 and reset["id"] == key["id"] and "key" not in reset
     assert reset["budget_status"]["spent"] == "0"
-    assert reset["budget_status"]["remaining"] == "40"
+    assert reset["budget_status"]["remaining"] == "10"
     assert status_of(gw, f"/admin/keys/{key['id']}")["spent"] == "0"
     assert chat(gw, key["key"]).startswith("Hello")  # served again
 
     _, audit = call(gw, "GET", "/admin/audit")
     entry = next(e for e in audit["data"] if e["action"] == "key.budget_reset")
-    assert entry["target"] == key["id"] and entry["actor"] == "admin"
+    assert entry["target"] == key["id"] and entry["actor"] == "cfg:admin"
     assert entry["detail"]["spent"] == str(used) and entry["detail"]["currency"] == "tokens"
 
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from gateway import Gateway
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from qiao.policies.budget import (
@@ -29,6 +34,7 @@ from qiao.policies.budget import (
 from qiao.policies.local_spend import WriteBehindLedger
 from qiao.policies.redis_spend import RedisSpendLedger
 from qiao.pricing import Money
+from qiao.storage import open_store
 from qiao.storage.memory import MemoryStore
 from qiao.storage.models import Budget, Period, Team, VirtualKey
 
@@ -44,7 +50,7 @@ class Now:
         return self.at
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def new_ledger(request: pytest.FixtureRequest) -> NewLedger:
     if request.param == "memory":
 
@@ -53,6 +59,19 @@ def new_ledger(request: pytest.FixtureRequest) -> NewLedger:
             yield MemoryStore()
 
         return memory
+    if request.param == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "spend.db"
+
+        @contextlib.asynccontextmanager
+        async def sqlite() -> AsyncIterator[SpendLedger]:
+            store = open_store(f"sqlite:///{path}")
+            await store.migrate()
+            try:
+                yield store  # reserves what remains with conditional UPDATEs
+            finally:
+                await store.close()
+
+        return sqlite
     url = request.getfixturevalue("redis_server").url
 
     @contextlib.asynccontextmanager
@@ -91,34 +110,36 @@ def test_race_admits_exactly_ten_of_fifty(new_ledger: NewLedger) -> None:
     asyncio.run(main())
 
 
-def test_race_with_settlements_never_overdraws(new_ledger: NewLedger) -> None:
+def test_race_with_settlements_overshoots_only_what_was_not_reserved(
+    new_ledger: NewLedger,
+) -> None:
     """50 concurrent clients, $0.10 maximum each, real costs $0.05–$0.10, settled after a
-    random delay: the spend never passes the budget and ends as the sum of real costs."""
+    random delay: the spend ends as the sum of real costs, and passes the budget by no more
+    than the requests admitted on what remained failed to reserve."""
     rng = random.Random(7)
 
     async def main() -> None:
         async with new_ledger() as ledger:
             guard = BudgetGuard(ledger, clock=Now())
             costs: list[Decimal] = []
-            peak = D(0)
+            unreserved = D(0)  # of requests admitted with less than their maximum
 
             async def client() -> None:
-                nonlocal peak
+                nonlocal unreserved
                 for _ in range(5):
                     try:
                         ticket = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.10")))
                     except BudgetExceeded:
                         return
-                    peak = max(peak, await guard.spent("key:a", USD1))
                     await asyncio.sleep(rng.random() / 100)
                     cost = D(rng.randint(50, 100)) / 1000
+                    unreserved += max(D(0), cost - ticket.holds[0].amount)
                     await guard.settle(ticket, Charge(usd=cost))
                     costs.append(cost)
 
             await asyncio.gather(*(client() for _ in range(50)))
             spent = await guard.spent("key:a", USD1)
-            assert spent == sum(costs) and D(0) <= spent <= D("1.00")
-            assert peak <= D("1.00")  # the balance never went negative
+            assert spent == sum(costs) and D("1.00") <= spent <= D("1.00") + unreserved
 
     asyncio.run(main())
 
@@ -150,12 +171,17 @@ def test_settle_refunds_and_is_idempotent(new_ledger: NewLedger) -> None:
         async with new_ledger() as ledger:
             guard = BudgetGuard(ledger, clock=Now())
             ticket = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.60")))
+            rest = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.50")))
+            assert rest.holds[0].amount == D("0.40")  # what remained
             with pytest.raises(BudgetExceeded):
-                await guard.reserve([("key:a", USD1)], Charge(usd=D("0.50")))
+                await guard.reserve([("key:a", USD1)], Charge(usd=D("0.01")))
             await guard.settle(ticket, Charge(usd=D("0.20")))
             await guard.settle(ticket, Charge(usd=D("0.20")))
-            assert await guard.spent("key:a", USD1) == D("0.20")
-            await guard.reserve([("key:a", USD1)], Charge(usd=D("0.80")))
+            assert await guard.spent("key:a", USD1) == D("0.60")
+            await guard.settle(rest, Charge(usd=D("0.10")))
+            assert await guard.spent("key:a", USD1) == D("0.30")
+            again = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.70")))
+            assert again.holds[0].amount == D("0.70")
 
     asyncio.run(main())
 
@@ -181,9 +207,12 @@ def test_in_place_reserve_and_settle_match_the_waiting_path() -> None:
         guard = BudgetGuard(ledger, clock=Now())
         assert guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.60"))) is None  # not loaded
         first = await guard.reserve([("key:a", USD1)], Charge(usd=D("0.60")))
+        rest = guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.50")))
+        assert rest is not None and rest.holds[0].amount == D("0.40")
         with pytest.raises(BudgetExceeded):
-            guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.50")))
+            guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.01")))
         assert guard.settle_now(first, Charge(usd=D("0.10")))
+        assert guard.settle_now(rest, Charge())  # given back whole
         second = guard.reserve_now([("key:a", USD1)], Charge(usd=D("0.50")))
         assert second is not None and await guard.spent("key:a", USD1) == D("0.60")
         await guard.reset("key:a", USD1)
@@ -204,11 +233,13 @@ def test_scopes_are_all_or_nothing_and_each_takes_its_currency(new_ledger: NewLe
             assert charge == Charge(usd=D("0.10"), cny=D("0.710"))
             for _ in range(7):
                 await guard.reserve(scopes, charge)  # ¥4.97 of ¥5
+            last = await guard.reserve(scopes, charge)  # each scope bounds its own hold
+            assert [h.amount for h in last.holds] == [D("0.10"), D("0.03")]
             with pytest.raises(BudgetExceeded) as refused:
                 await guard.reserve(scopes, charge)
             assert refused.value.scope == "team:t"
-            assert await guard.spent("key:a", USD1) == D("0.70")  # key's hold given back
-            assert await guard.spent("team:t", team) == D("4.97")
+            assert await guard.spent("key:a", USD1) == D("0.80")  # key's hold given back
+            assert await guard.spent("team:t", team) == D("5")
 
     asyncio.run(main())
 
@@ -220,11 +251,17 @@ def test_token_budget(new_ledger: NewLedger) -> None:
             budget = Budget(D(1000), "tokens", "day")
             first = await guard.reserve([("key:a", budget)], Charge(tokens=400))
             await guard.reserve([("key:a", budget)], Charge(tokens=400))
+            third = await guard.reserve([("key:a", budget)], Charge(tokens=400))
+            assert third.holds[0].amount == 200  # bounded by what remains
             with pytest.raises(BudgetExceeded):
-                await guard.reserve([("key:a", budget)], Charge(tokens=400))
+                await guard.reserve([("key:a", budget)], Charge(tokens=1))
             await guard.settle(first, Charge(tokens=100))
-            await guard.reserve([("key:a", budget)], Charge(tokens=400))
-            assert await guard.spent("key:a", budget) == D(900)
+            fourth = await guard.reserve([("key:a", budget)], Charge(tokens=400))
+            assert fourth.holds[0].amount == 300
+            await guard.settle(third, Charge(tokens=450))  # cost more than it could hold
+            assert await guard.spent("key:a", budget) == D(1250)
+            with pytest.raises(BudgetExceeded):  # spent past the budget: refused
+                await guard.reserve([("key:a", budget)], Charge(tokens=1))
 
     asyncio.run(main())
 
@@ -363,6 +400,175 @@ def test_redis_ledger_keeps_exact_integer_units(redis_server: object) -> None:
         assert 0 < await client.pttl(f"{ledger._prefix}key:a:2026-03-01")
         await ledger.reserve_spend("key:p", EPOCH, D(1), None)
         assert await client.pttl(f"{ledger._prefix}key:p:1970-01-01") == -1  # prepaid: kept
+        # what remains of a large budget, clamped in the script (exact up to 2⁵³ nano-units)
+        big = D("5000000")
+        assert await ledger.reserve_spend_upto("key:b", start, D("0.5"), big) == D("0.5")
+        taken = await ledger.reserve_spend_upto("key:b", start, big, big)
+        assert taken == D("4999999.5")
+        assert await ledger.reserve_spend_upto("key:b", start, D(5), big) is None
+        assert await ledger.get_spend("key:b", start) == big
         await client.aclose()
 
     asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- over real sockets
+
+GW_ADMIN = "sk-qiao-budget-admin-key-0123456789abcdef"
+GW_CONFIG = f"""
+admin_key: {GW_ADMIN}
+providers: {{mock: {{type: mock}}}}
+models: {{qiao-mock: [{{provider: mock}}], gpt-4o-mini: [{{provider: mock}}]}}
+"""
+# 32 words the mock echoes back: a ~62-token answer whose reservation (body/4 + max_tokens)
+# is only ~36 tokens, so one request spends a 40-token budget.
+LONG_PROMPT = " ".join(["a"] * 32)
+
+
+def http(
+    gw: Gateway, method: str, path: str, body: object = None, key: str = GW_ADMIN
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """One call: (status, JSON body, headers), errors included."""
+    req = urllib.request.Request(
+        gw.url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def new_key(gw: Gateway, **fields: object) -> dict[str, Any]:
+    status, key, _ = http(gw, "POST", "/admin/keys", {"name": uuid.uuid4().hex[:8], **fields})
+    assert status == 201, key
+    return key
+
+
+def chat(
+    gw: Gateway, key: str, model: str = "qiao-mock", **extra: object
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    text = extra.pop("text", "hi")
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return http(gw, "POST", "/v1/chat/completions", body, key)
+
+
+def spent(gw: Gateway, key_id: str) -> Decimal:
+    status, shown, _ = http(gw, "GET", f"/admin/keys/{key_id}")
+    assert status == 200, shown
+    return Decimal(shown["budget_status"]["spent"])
+
+
+def test_small_token_budget_serves_small_requests_until_spent(budget_gw: Gateway) -> None:
+    """No ``max_tokens``: the reservation is bounded by what remains, not input + 4,096."""
+    key = new_key(budget_gw, budget={"amount": "1000", "currency": "tokens", "period": "day"})
+    used: list[int] = []
+    for _ in range(200):
+        status, answer, headers = chat(budget_gw, key["key"])
+        if status != 200:
+            break
+        used.append(answer["usage"]["total_tokens"])
+    assert status == 429 and answer["error"]["code"] == "insufficient_quota", answer
+    assert len(used) >= 2 and sum(used[:-1]) < 1000 <= sum(used)  # refused once spent
+    assert 1 <= int(headers["Retry-After"]) <= 86400
+    assert spent(budget_gw, key["id"]) == sum(used)  # settled to the real usage
+
+
+def test_budget_refusals_do_not_use_the_rate_limit(budget_gw: Gateway) -> None:
+    key = new_key(
+        budget_gw,
+        limits={"rpm": 2},
+        budget={"amount": "40", "currency": "tokens", "period": "day"},
+    )
+    status, answer, _ = chat(budget_gw, key["key"], max_tokens=1, text=LONG_PROMPT)
+    assert status == 200 and answer["usage"]["total_tokens"] >= 40, answer
+    for _ in range(3):
+        status, answer, _ = chat(budget_gw, key["key"], max_tokens=1, text=LONG_PROMPT)
+        assert status == 429 and answer["error"]["code"] == "insufficient_quota", answer
+    status, _, _ = http(budget_gw, "POST", f"/admin/keys/{key['id']}/budget/reset")
+    assert status == 200
+    status, answer, _ = chat(budget_gw, key["key"], max_tokens=1)
+    assert status == 200, answer  # the second of its two requests this minute
+    status, answer, headers = chat(budget_gw, key["key"], max_tokens=1)
+    assert status == 429 and answer["error"]["code"] == "rate_limit_exceeded", answer
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_rate_limit_refusals_give_their_budget_back(budget_gw: Gateway) -> None:
+    key = new_key(budget_gw, limits={"rpm": 1}, budget={"amount": "100000", "currency": "tokens"})
+    status, answer, _ = chat(budget_gw, key["key"])
+    assert status == 200
+    for _ in range(3):
+        status, refused, _ = chat(budget_gw, key["key"])
+        assert status == 429 and refused["error"]["code"] == "rate_limit_exceeded", refused
+    assert spent(budget_gw, key["id"]) == answer["usage"]["total_tokens"]
+
+
+def test_tiny_usd_budget_serves_a_priced_request_then_refuses(budget_gw: Gateway) -> None:
+    key = new_key(budget_gw, budget={"amount": "0.000001", "currency": "USD", "period": "day"})
+    status, answer, _ = chat(budget_gw, key["key"], "gpt-4o-mini")
+    assert status == 200, answer  # its maximum ($0.0025) is more than remains: bounded
+    assert spent(budget_gw, key["id"]) > Decimal("0.000001")  # the real cost, recorded
+    status, answer, _ = chat(budget_gw, key["key"], "gpt-4o-mini")
+    assert status == 429 and answer["error"]["code"] == "insufficient_quota", answer
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_unpriced_model_under_a_money_budget_is_refused(budget_gw: Gateway, hard: bool) -> None:
+    budget = {"amount": "0.000001", "currency": "USD", "period": "day", "hard": hard}
+    key = new_key(budget_gw, budget=budget)
+    status, answer, _ = chat(budget_gw, key["key"], "qiao-mock")
+    assert status == 403, answer
+    error = answer["error"]
+    assert error["code"] == "model_unpriced" and error["type"] == "invalid_request_error"
+    assert "'qiao-mock' has no price" in error["message"]
+    assert "USD budget cannot be enforced" in error["message"]
+    assert spent(budget_gw, key["id"]) == 0
+    tokens = new_key(budget_gw, budget={"amount": "1000", "currency": "tokens", "period": "day"})
+    assert chat(budget_gw, tokens["key"], "qiao-mock")[0] == 200  # tokens need no price
+
+
+def test_unpriced_model_priced_at_the_configured_default() -> None:
+    config = GW_CONFIG + (
+        "pricing: {unpriced: default, default_price: "
+        "{currency: USD, input: '1000000', output: '2000000'}}\n"  # $1 / $2 a token
+    )
+    with Gateway(config) as gw:
+        key = new_key(gw, budget={"amount": "100", "currency": "USD", "period": "day"})
+        status, answer, _ = chat(gw, key["key"], "qiao-mock")
+        assert status == 200, answer
+        usage = answer["usage"]
+        cost = usage["prompt_tokens"] + 2 * usage["completion_tokens"]
+        assert spent(gw, key["id"]) == cost
+        while status == 200:
+            status, answer, _ = chat(gw, key["key"], "qiao-mock")
+        assert status == 429 and answer["error"]["code"] == "insufficient_quota"
+        assert spent(gw, key["id"]) >= 100
+
+
+def test_answer_from_an_unpriced_fallback_is_charged_its_reservation() -> None:
+    """The gate prices the first target; a fallback with no price must not make it free."""
+    config = GW_CONFIG.replace(
+        "models: {",
+        "models: {priced: [{provider: down, model: gpt-4o-mini}, "
+        "{provider: mock, model: no-price-here}], ",
+    ).replace(
+        "providers: {mock: {type: mock}}",
+        "providers: {mock: {type: mock}, down: {type: openai, base_url: "
+        "'http://127.0.0.1:9/v1', api_key: sk-unused-000000}}",
+    )
+    with Gateway(config) as gw:
+        key = new_key(gw, budget={"amount": "100", "currency": "USD", "period": "day"})
+        status, answer, headers = chat(gw, key["key"], "priced")
+        assert status == 200 and headers["x-qiao-provider"] == "mock", answer
+        # its maximum: gpt-4o-mini's price for the input estimate and 4,096 output tokens
+        assert spent(gw, key["id"]) > Decimal("4096") * Decimal("0.60") / 1_000_000
+
+
+@pytest.fixture(scope="module")
+def budget_gw() -> Iterator[Gateway]:
+    with Gateway(GW_CONFIG) as gw:
+        yield gw

@@ -43,6 +43,7 @@ from qiao.canonical import (
     ToolResult,
     Usage,
     UsageEvent,
+    WebSearch,
 )
 from qiao.codecs import anthropic as codec
 from qiao.codecs.anthropic.request_decode import DROPPED_FIELDS
@@ -400,6 +401,25 @@ def test_output_format_decodes_to_json_schema() -> None:
 def encode(**fields: Any) -> Json:
     fields.setdefault("messages", [Message("user", [Text("hi")])])
     return codec.encode_request(Request("alias", **fields), "claude-sonnet-4-5")
+
+
+def test_encode_web_search_is_the_server_tool() -> None:
+    search = WebSearch(["python.org"], {"city": "Paris"})
+    body = encode(tools=[Tool("f")], web_search=search, tool_choice=ToolChoice("required"))
+    assert body["tools"][1] == {
+        "type": "web_search_20250305",
+        "name": "web_search",
+        "allowed_domains": ["python.org"],
+        "user_location": {"type": "approximate", "city": "Paris"},
+    }
+    assert body["tool_choice"] == {"type": "any"}
+    assert encode(web_search=WebSearch())["tools"] == [
+        {"type": "web_search_20250305", "name": "web_search"}
+    ]
+    # a client function of that name keeps it (Anthropic refuses two tools of one name)
+    assert [
+        t["name"] for t in encode(tools=[Tool("web_search")], web_search=WebSearch())["tools"]
+    ] == ["web_search"]
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ from qiao.canonical import (
     ToolResult,
     Usage,
     UsageEvent,
+    WebSearch,
 )
 from qiao.codecs import embeddings as emb
 from qiao.codecs import gemini as gc
@@ -545,6 +546,16 @@ def test_encode_request_keeps_gemini_signatures_in_place() -> None:
         {
             "functionCall": {"name": "f", "args": {}, "id": "c2"}
         },  # parallel: only the first is signed
+    ]
+
+
+def test_encode_web_search_is_google_search() -> None:
+    req = Request(model="m", messages=[Message("user", [Text("x")])], web_search=WebSearch())
+    assert gc.encode_request(req, "gemini-2.5-flash")["tools"] == [{"googleSearch": {}}]
+    req.tools = [Tool("f", None, CITY_SCHEMA)]
+    assert gc.encode_request(req, "gemini-3-pro")["tools"] == [
+        {"functionDeclarations": [{"name": "f", "parametersJsonSchema": CITY_SCHEMA}]},
+        {"googleSearch": {}},
     ]
 
 
@@ -1829,3 +1840,47 @@ def test_public_names() -> None:
         "error_body",
         "error_message",
     ]
+
+
+SDK = "google-genai-sdk/3.6.1 gl-python/3.11.7"
+FOLDED = {
+    "requests": [
+        {
+            "model": "models/emb-gemini",
+            "content": {"role": "user", "parts": [{"text": "a"}, {"text": "b"}]},
+            "taskType": "RETRIEVAL_DOCUMENT",
+        }
+    ]
+}
+
+
+def test_unfold_sdk_batch() -> None:
+    out = emb.unfold_sdk_batch(FOLDED, "emb-gemini", "gemini-embedding-001", SDK)
+    one = FOLDED["requests"][0]
+    assert out == {
+        "requests": [
+            {**one, "content": {"role": "user", "parts": [{"text": "a"}]}},
+            {**one, "content": {"role": "user", "parts": [{"text": "b"}]}},
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "alias", "upstream", "client"),
+    [
+        (FOLDED, "emb-gemini", "gemini-embedding-001", "curl/8.5"),  # not the SDK
+        (FOLDED, "embedder", "gemini-embedding-001", SDK),  # the SDK did not fold
+        (FOLDED, "gemini-embedding-001", "gemini-embedding-001", SDK),
+        (FOLDED, "emb-gemini", "gemini-embedding-2", SDK),  # it would fold there too
+        ({"requests": FOLDED["requests"] * 2}, "emb-gemini", "text-embedding-3-small", SDK),
+        (
+            {"requests": [{"content": {"parts": [{"text": "a"}, {"inlineData": {}}]}}]},
+            "emb-gemini",
+            "gemini-embedding-001",
+            SDK,
+        ),
+        ({"content": {"parts": [{"text": "a"}]}}, "emb-gemini", "gemini-embedding-001", SDK),
+    ],
+)
+def test_unfold_sdk_batch_leaves_alone(body: Any, alias: str, upstream: str, client: str) -> None:
+    assert emb.unfold_sdk_batch(body, alias, upstream, client) is None

@@ -4,6 +4,7 @@ and answers and streams parsed by the official openai SDK with strict validation
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +39,7 @@ from qiao.canonical import (
     ToolResult,
     Usage,
     UsageEvent,
+    WebSearch,
 )
 from qiao.codecs.responses import (
     DROPPED,
@@ -208,11 +210,16 @@ def test_decode_parameters_and_parts() -> None:
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"background": True}, "background"),
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"tools": [{"type": "file_search", "vector_store_ids": []}]}, "tools[0].type"),
         ({"tools": [{"type": "computer_use_preview"}]}, "tools[0].type"),
+        ({"tools": [{"type": "custom", "name": "apply_patch"}]}, "tools[0].type"),
+        (
+            {"tools": [{"type": "namespace", "name": "n", "tools": [{"type": "custom"}]}]},
+            "tools[0].tools[0].type",
+        ),
+        ({"tools": [{"type": "namespace", "tools": []}]}, "tools[0].name"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
-        ({"input": [{"type": "web_search_call", "id": "ws"}]}, "input[0].type"),
+        ({"input": [{"type": "computer_call", "id": "c"}]}, "input[0].type"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
             "input[0].content[0].file_id",
@@ -530,3 +537,116 @@ def test_sdk_stream_call_signature_and_empty_stream(server: Server, client: open
     with client.responses.stream(model="m", input="hi") as stream:
         empty = stream.get_final_response()
     assert empty.output == [] and empty.status == "completed"
+
+
+# ----------------------------------------------------------------------------- Codex's tools
+
+
+def _fn(name: str) -> dict[str, Any]:
+    return {"type": "function", "name": name, "parameters": {"type": "object"}}
+
+
+def _ns(namespace: str, *names: str) -> dict[str, Any]:
+    return {
+        "type": "namespace",
+        "name": namespace,
+        "description": "d",
+        "tools": [_fn(n) for n in names],
+    }
+
+
+def test_namespace_tools_are_flattened() -> None:
+    body = {"model": "m", "input": "hi", "tools": [_fn("shell"), _ns("mcp__git", "log", "diff")]}
+    req = decode_request(body)
+    assert [t.name for t in req.tools] == ["shell", "mcp__git__log", "mcp__git__diff"]
+    assert req.tool_namespaces == {
+        "mcp__git__log": ("mcp__git", "log"),
+        "mcp__git__diff": ("mcp__git", "diff"),
+    }
+    assert (
+        decode_request({"model": "m", "input": "hi", "tools": [_fn("a")]}).tool_namespaces is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("tools", "namespace", "name"),
+    [
+        ([_fn("ns__f")], "ns", "f"),  # taken by a plain function
+        ([], "n" * 40, "f" * 40),  # too long
+        ([], "my.server", "get:thing"),  # characters providers refuse
+        ([], "9lives", "f"),  # must start with a letter or _
+    ],
+)
+def test_flat_names_fit_every_provider(tools: list[Any], namespace: str, name: str) -> None:
+    body = {"model": "m", "input": "hi", "tools": [*tools, _ns(namespace, name)]}
+    req = decode_request(body)
+    flat = req.tools[-1].name
+    assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]{0,63}", flat)
+    assert flat not in [t["name"] for t in tools]
+    assert req.tool_namespaces == {flat: (namespace, name)}
+
+
+def test_history_calls_and_tool_choice_use_the_flat_name() -> None:
+    call = {"type": "function_call", "namespace": "collab", "name": "spawn", "call_id": "c1"}
+    body = {
+        "model": "m",
+        "input": [{"role": "user", "content": "go"}, call | {"arguments": "{}"}],
+        "tools": [_ns("collab", "spawn")],
+        "tool_choice": {"type": "function", "namespace": "collab", "name": "spawn"},
+    }
+    req = decode_request(body)
+    assert req.messages[1] == Message("assistant", [ToolCall("c1", "collab__spawn", "{}")])
+    assert req.tool_choice == ToolChoice("tool", name="collab__spawn")
+
+
+def test_web_search_tool_and_history_items() -> None:
+    search = {
+        "type": "web_search",
+        "external_web_access": False,
+        "filters": {"allowed_domains": ["python.org"]},
+        "user_location": {"type": "approximate", "city": "Paris", "country": "FR"},
+    }
+    body = {
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "news?"},
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {}},
+            {"role": "assistant", "content": "Calm."},
+        ],
+        "tools": [search],
+    }
+    req = decode_request(body)
+    assert req.tools == []
+    assert req.web_search == WebSearch(["python.org"], {"city": "Paris", "country": "FR"})
+    assert req.messages == [Message("user", [Text("news?")]), Message("assistant", [Text("Calm.")])]
+    assert decode_request({"model": "m", "input": "x"}).web_search is None
+
+
+NAMESPACED = Request(model="m", tool_namespaces={"collab__spawn": ("collab", "spawn")})
+
+
+def test_calls_are_named_back_non_streamed(server: Server, client: openai.OpenAI) -> None:
+    calls: list[Part] = [ToolCall("c1", "collab__spawn", "{}"), ToolCall("c2", "shell", "{}")]
+    answer = Response("x", "m", [Choice(0, Message("assistant", calls), "tool_calls")], USAGE)
+    server.reply(orjson.dumps(encode_response(answer, NAMESPACED)))
+    resp = client.responses.create(model="m", input="hi")
+    named = [(o.namespace, o.name) for o in resp.output if o.type == "function_call"]
+    assert named == [("collab", "spawn"), (None, "shell")]
+    plain = encode_response(answer)["output"][0]
+    assert plain["name"] == "collab__spawn" and "namespace" not in plain
+
+
+def test_calls_are_named_back_streamed(server: Server, client: openai.OpenAI) -> None:
+    events: list[Event] = [
+        StreamStart("abc", "m", 1700000000),
+        ToolCallStart("c1", "collab__spawn", call_index=0),
+        ToolCallDelta('{"a":1}', call_index=0),
+        Finish("tool_calls"),
+    ]
+    server.reply(stream_bytes(NAMESPACED, events), "text/event-stream")
+    with client.responses.stream(model="m", input="hi") as s:
+        seen = [e for e in s if e.type.startswith("response.output_item.")]
+        final = s.get_final_response()
+    assert [(e.item.namespace, e.item.name) for e in seen] == [("collab", "spawn")] * 2
+    call = final.output[0]
+    assert call.type == "function_call" and (call.namespace, call.name) == ("collab", "spawn")

@@ -9,6 +9,7 @@ The SDKs parse every answer (openai and anthropic with strict response validatio
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -453,3 +454,48 @@ def test_responses_api_tool_loop_translated(
     ]
     second = client.responses.create(model=f"up-{alias}", input=history, store=False)
     assert second.output_text.startswith("echo:")
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream", "body", "headers"),
+    [
+        (
+            "/v1beta/models/up-gemini:generateContent",
+            "gemini",
+            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+            {"x-goog-api-key": CLIENT_KEY},
+        ),
+        (
+            "/v1/messages",
+            "anthropic",
+            {
+                "model": "up-anthropic",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
+        ),
+    ],
+)
+def test_steering_fields_are_stripped_from_every_passthrough(
+    gw: Gateway,
+    fakes: dict[str, Any],
+    path: str,
+    upstream: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+) -> None:
+    # Relays built on one-api/new-api/LiteLLM may honour these (issue 8, item 8).
+    steering = ("headers", "litellm_params", "user_config", "azure_endpoint", "url", "proxy")
+    sent = {**body, **{name: {"x": "http://127.0.0.1:1/"} for name in steering}}
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
+    conn.request(
+        "POST", path, body=json.dumps(sent), headers={**headers, "Content-Type": "application/json"}
+    )
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 200
+    got = fakes[upstream].last_request.json
+    assert got["contents" if upstream == "gemini" else "messages"]
+    assert not set(steering) & set(got)

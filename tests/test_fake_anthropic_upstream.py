@@ -294,3 +294,49 @@ def test_stream_faults(fake: FakeAnthropic, client: Anthropic) -> None:
         _events(_raw_post(fake, "/v1/messages", body | {"model": "m-slow"})[2])[-1]
         == "message_stop"
     )
+
+
+@pytest.mark.parametrize(
+    ("tools", "message"),
+    [
+        ([{"type": "bash_20250124", "name": "bash"}], "Input tag 'bash_20250124'"),
+        ([{"name": "f"}], "tools.0.custom.input_schema: Field required"),
+        ([WEATHER, WEATHER], "Tool names must be unique"),
+        ([{"type": "web_search_20250305", "name": "search"}], "Input should be 'web_search'"),
+    ],
+)
+def test_tools_are_checked(fake: FakeAnthropic, tools: list[Any], message: str) -> None:
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": HI, "tools": tools}
+    status, _, raw = _raw_post(fake, "/v1/messages", body)
+    assert status == 400 and message in json.loads(raw)["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_web_search_server_tool(client: Anthropic, stream: bool) -> None:
+    kw: dict[str, Any] = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "search for news"}],
+        "tools": [WEATHER, {"type": "web_search_20250305", "name": "web_search"}],
+    }
+    if stream:
+        with client.messages.stream(**kw) as s:
+            msg = s.get_final_message()
+    else:
+        msg = client.messages.create(**kw)
+    kinds = [b.type for b in msg.content]
+    assert kinds == ["server_tool_use", "web_search_tool_result", "text"]
+    assert msg.content[2].citations and msg.stop_reason == "end_turn"  # type: ignore[union-attr]
+    assert msg.usage.server_tool_use is not None
+    assert msg.usage.server_tool_use.web_search_requests == 1
+
+
+def test_the_named_tool_is_called(client: Anthropic) -> None:
+    other = {**WEATHER, "name": "get_time"}
+    msg = client.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "use get_time"}],
+        tools=[WEATHER, other],  # type: ignore[list-item]
+    )
+    assert msg.content[0].name == "get_time"  # type: ignore[union-attr]

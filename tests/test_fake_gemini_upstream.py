@@ -248,3 +248,19 @@ def test_stream_faults(fake: FakeGemini, client: genai.Client) -> None:
     bad = {"contents": [{"parts": [{"image_url": "x"}]}]}
     status, _, raw = _raw(fake, f"/v1beta/models/{FLASH}:generateContent", bad)
     assert status == 400 and 'Unknown name "image_url"' in json.loads(raw)["error"]["message"]
+
+
+def test_search_grounding_and_its_mix_with_functions(fake: FakeGemini) -> None:
+    body: dict[str, Any] = {
+        "contents": [{"role": "user", "parts": [{"text": "search the news"}]}],
+        "tools": [{"googleSearch": {}}],
+    }
+    status, _, raw = _raw(fake, "/v1beta/models/gemini-2.5-flash:generateContent", body)
+    candidate = json.loads(raw)["candidates"][0]
+    assert status == 200 and candidate["groundingMetadata"]["webSearchQueries"] == [
+        "search the news"
+    ]
+    body["tools"].append({"functionDeclarations": [{"name": "f"}]})
+    status, _, raw = _raw(fake, "/v1beta/models/gemini-2.5-flash:generateContent", body)
+    assert status == 400
+    assert json.loads(raw)["error"]["message"] == "Tool use with function calling is unsupported"

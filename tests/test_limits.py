@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from gateway import CEILING
 from redis.asyncio import BlockingConnectionPool, Redis
 from services import RedisServer
 
@@ -24,6 +28,7 @@ from qiao.policies.limits import (
     Quota,
     RateLimited,
     Scope,
+    Seen,
     Ticket,
     scopes_for,
 )
@@ -257,13 +262,22 @@ def test_local_acquire_and_settle_is_fast() -> None:
 class FlakyRemote:
     """A remote limiter that can be switched off; keeps its own local state meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, nodes: int = 1, seen: Sequence[Seen] = ()) -> None:
         self.inner = LocalLimiter()
         self.down = False
+        self.nodes = nodes
+        self.seen = list(seen)
+        self.closed = False
 
     @property
     def degraded(self) -> bool:
         return False
+
+    def known(self) -> Iterator[Seen]:
+        return iter(self.seen)
+
+    async def close(self) -> None:
+        self.closed = True
 
     def _check(self) -> None:
         if self.down:
@@ -316,6 +330,47 @@ def test_failover_switches_to_local_and_back(caplog: pytest.LogCaptureFixture) -
     assert len(warnings) == 1
 
 
+def test_failover_enforces_this_nodes_share_from_the_last_counts() -> None:
+    """3 live nodes, Redis last said 60 of 90 were used: this node may admit 1/3 of the 30
+    left, not a fresh 90 of its own."""
+
+    async def main() -> int:
+        clock = Clock()
+        seen = Seen("key:a", Limits(rpm=90), 60 * 60_000, 0, clock.now)
+        remote = FlakyRemote(nodes=3, seen=[seen])
+        remote.down = True
+        limiter = FailoverLimiter(remote, LocalLimiter(clock=clock), clock=clock)
+        admitted = 0
+        for _ in range(100):
+            with contextlib.suppress(RateLimited):
+                await limiter.acquire(one("key:a", rpm=90), tokens=0)
+                admitted += 1
+        clock.advance(2)  # the share refills at 30 per minute: one more per 2 s
+        await limiter.acquire(one("key:a", rpm=90), tokens=0)
+        with pytest.raises(RateLimited):
+            await limiter.acquire(one("key:a", rpm=90), tokens=0)
+        await limiter.close()
+        assert remote.closed
+        return admitted
+
+    assert asyncio.run(main()) == 10
+
+
+def test_failover_share_is_at_least_one_and_unlimited_stays_unlimited() -> None:
+    async def main() -> None:
+        remote = FlakyRemote(nodes=4)
+        remote.down = True
+        limiter = FailoverLimiter(remote, LocalLimiter())
+        scopes = (("key:a", Limits(rpm=2, tpm=None, concurrency=8)),)
+        ticket = await limiter.acquire(scopes, tokens=10**9)
+        assert ticket.scopes[0][1] == Limits(rpm=1, tpm=None, concurrency=2)
+        with pytest.raises(RateLimited):
+            await limiter.acquire(scopes, tokens=0)
+        await limiter.close()
+
+    asyncio.run(main())
+
+
 # ----------------------------------------------------------------------------- redis
 
 
@@ -323,9 +378,13 @@ def test_failover_switches_to_local_and_back(caplog: pytest.LogCaptureFixture) -
 async def redis_limiter(server: RedisServer, **options: float) -> AsyncIterator[RedisLimiter]:
     # A blocking pool: a burst queues for a connection instead of failing.
     client = Redis(connection_pool=BlockingConnectionPool.from_url(server.url, max_connections=20))
+    limiter = RedisLimiter(
+        client, prefix=f"test:{uuid.uuid4().hex}:", probe_url=server.url, **options
+    )
     try:
-        yield RedisLimiter(client, prefix=f"test:{uuid.uuid4().hex}:", **options)
+        yield limiter
     finally:
+        await limiter.close()
         await client.aclose()
 
 
@@ -344,6 +403,112 @@ def test_redis_admits_exactly_n_of_a_concurrent_burst(redis_server: RedisServer)
             return sum(await asyncio.gather(*(attempt() for _ in range(200))))
 
     assert asyncio.run(main()) == 50
+
+
+def test_redis_batches_the_acquires_of_one_iteration_into_one_call(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> int:
+        async with redis_limiter(redis_server, timeout=5, heartbeat=60) as limiter:
+            scopes = one("key:a", rpm=1000, tpm=10**6, concurrency=1000)
+            await limiter.acquire(scopes, tokens=1)  # the script is loaded
+            stats = Redis.from_url(redis_server.url)
+            before = (await stats.info("commandstats"))["cmdstat_evalsha"]["calls"]
+            tickets = await asyncio.gather(*(limiter.acquire(scopes, tokens=1) for _ in range(200)))
+            await asyncio.gather(*(limiter.settle(t, actual_tokens=2) for t in tickets))
+            after = (await stats.info("commandstats"))["cmdstat_evalsha"]["calls"]
+            await stats.aclose()
+            return int(after - before)
+
+    assert asyncio.run(main()) == 2  # one for 200 acquires, one for 200 settles
+
+
+def busy_loop(seconds: float, step: float) -> None:
+    """Keep this event loop busy as a burst does: every iteration runs a callback that holds
+    the CPU for ``step`` seconds, for ``seconds`` in all."""
+    loop = asyncio.get_running_loop()
+    end = time.monotonic() + seconds
+
+    def hog() -> None:
+        time.sleep(step)
+        if time.monotonic() < end:
+            loop.call_soon(hog)
+
+    loop.call_soon(hog)
+
+
+def test_redis_replies_read_late_by_our_own_busy_loop_are_not_an_outage(
+    redis_server: RedisServer,
+) -> None:
+    """A burst on a saturated loop: every iteration holds the CPU longer than ``timeout``, so
+    replies are read late although Redis answers at once. None of it may fail over."""
+
+    async def main() -> int:
+        async with redis_limiter(redis_server, timeout=0.05) as limiter:
+            scopes = one("key:a", rpm=1000)
+            await limiter.acquire(scopes, tokens=0)  # connections are open
+            busy_loop(3.0, 0.06)
+            started = time.monotonic()
+            burst = [limiter.acquire(scopes, tokens=0) for _ in range(300)]
+            tickets = await asyncio.gather(*burst)
+            assert time.monotonic() - started > 0.05  # late indeed: the timeout passed
+            return len(tickets)
+
+    assert asyncio.run(main()) == 300
+
+
+def test_redis_busy_but_alive_is_waited_for(redis_server: RedisServer) -> None:
+    """Redis runs a slow script for ~0.3 s: slower than ``timeout``, but it answers the
+    health probe within ``probe_timeout``, so the acquire waits instead of failing over."""
+
+    async def main() -> None:
+        async with redis_limiter(redis_server, timeout=0.05, probe_timeout=2) as limiter:
+            scopes = one("key:a", rpm=10)
+            await limiter.acquire(scopes, tokens=0)
+            blocker = Redis.from_url(redis_server.url)
+            busy = asyncio.create_task(blocker.eval(BUSY, 0, 3_000_000))
+            await asyncio.sleep(0.05)
+            ticket = await limiter.acquire(scopes, tokens=0)
+            assert ticket.requests is not None and ticket.requests.remaining == 8
+            await busy
+            await blocker.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_heartbeat_counts_live_nodes(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        prefix = f"test:{uuid.uuid4().hex}:"
+        clients = [Redis.from_url(redis_server.url) for _ in range(3)]
+        nodes = [RedisLimiter(c, prefix=prefix, heartbeat=0.05) for c in clients]
+        await wait_until(lambda: all(n.nodes == 3 for n in nodes))
+        await nodes[0].close()  # leaves the set at once; the others see it on their next beat
+        await wait_until(lambda: all(n.nodes == 2 for n in nodes[1:]))
+        for node in nodes[1:]:
+            await node.close()
+        for client in clients:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(30):  # a generous ceiling, not a measurement
+        while not condition():  # noqa: ASYNC110 - polls state no event announces
+            await asyncio.sleep(0.02)
+
+
+def test_redis_cancelled_acquire_frees_its_slot(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        async with redis_limiter(redis_server, timeout=5) as limiter:
+            scopes = one("key:a", concurrency=1)
+            waiting = asyncio.ensure_future(limiter.acquire(scopes, tokens=0))
+            await asyncio.sleep(0)  # queued in the batch
+            waiting.cancel()  # its client went away before Redis answered
+            await wait_until(lambda: not limiter._tasks and not limiter._queue)
+            await limiter.acquire(scopes, tokens=0)  # the slot was given back
+
+    asyncio.run(main())
 
 
 def test_redis_contract_tpm_concurrency_and_all_or_nothing(redis_server: RedisServer) -> None:
@@ -398,10 +563,11 @@ BUSY = "local i = 0 while i < tonumber(ARGV[1]) do i = i + 1 end return i"
 
 
 def test_redis_timed_out_acquire_gives_its_slot_back(redis_server: RedisServer) -> None:
-    """Redis busy: the acquire times out while queued, then runs after its caller gave up."""
+    """Redis busy past the probe's patience too: the acquire fails over while queued, then
+    runs after its caller gave up."""
 
     async def main() -> None:
-        async with redis_limiter(redis_server, timeout=0.1) as limiter:
+        async with redis_limiter(redis_server, timeout=0.05, probe_timeout=0.1) as limiter:
             scopes = one("key:a", concurrency=5)
             await limiter.settle(await limiter.acquire(scopes, tokens=0), actual_tokens=0)
             blocker = Redis.from_url(redis_server.url)
@@ -459,22 +625,25 @@ def test_target_three_processes_500_requests_admit_exactly_100(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # killed as a group below, whatever happens
         )
         for n in (167, 167, 166)
     ]
     try:
         for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            assert proc.stdout is not None
+            assert select.select([proc.stdout], [], [], CEILING)[0], "a child never got ready"
+            assert proc.stdout.readline().strip() == "ready"
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        outputs = [proc.communicate(timeout=60) for proc in procs]
+        outputs = [proc.communicate(timeout=CEILING) for proc in procs]
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outputs]
     counts = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert sum(c["admitted"] for c in counts) == 100
@@ -493,7 +662,9 @@ def test_failover_while_redis_is_stopped_and_recovery(restore_redis: RedisServer
 
     async def main() -> None:
         client = Redis.from_url(server.url, socket_connect_timeout=0.2)
-        remote = RedisLimiter(client, prefix=f"test:{uuid.uuid4().hex}:", timeout=0.2)
+        remote = RedisLimiter(
+            client, prefix=f"test:{uuid.uuid4().hex}:", timeout=0.2, probe_url=server.url
+        )
         changes: list[bool] = []
         limiter = FailoverLimiter(
             remote, LocalLimiter(), probe_interval=0.1, on_change=changes.append
@@ -504,7 +675,8 @@ def test_failover_while_redis_is_stopped_and_recovery(restore_redis: RedisServer
         server.stop()
         try:
             started = time.monotonic()
-            local = [await limiter.acquire(scopes, tokens=0) for _ in range(3)]
+            # Local limits start from what Redis last said: 1 of 3 taken, 2 left.
+            local = [await limiter.acquire(scopes, tokens=0) for _ in range(2)]
             assert time.monotonic() - started < 1.0
             assert limiter.degraded and all(t.issuer is not remote for t in local)
             with pytest.raises(RateLimited):
@@ -537,7 +709,8 @@ def test_timeouts_are_honoured_when_redis_hangs() -> None:
         server = await asyncio.start_server(swallow, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = Redis(host="127.0.0.1", port=port)
-        remote = RedisLimiter(client, timeout=0.05)
+        url = f"redis://127.0.0.1:{port}"
+        remote = RedisLimiter(client, timeout=0.05, probe_url=url, probe_timeout=0.2)
         started = time.monotonic()
         with pytest.raises(LimiterUnavailable):
             await remote.acquire(one("key:a", rpm=1), tokens=0)

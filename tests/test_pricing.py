@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from qiao.canonical.types import Usage
+from qiao.config import ConfigError, loads
 from qiao.pricing import (
     DEFAULT_PRICES,
     Money,
@@ -158,3 +159,41 @@ def test_convert_usd_cny_both_ways() -> None:
     assert convert(Money(Decimal(2), "CNY"), "CNY", rate).amount == Decimal(2)
     with pytest.raises(ValueError):
         convert(Money(Decimal(1), "USD"), "CNY", Decimal(0))
+
+
+# ----------------------------------------------------------------------------- unpriced models
+
+
+def test_default_price_covers_only_models_the_table_does_not_know() -> None:
+    fallback = Price.of("CNY", "5", "20")
+    table = TABLE.with_default(fallback).with_overrides({"my-model": Price.of("USD", "1", "2")})
+    assert table.get("no-such-model") is fallback
+    assert table.cost("no-such-model", Usage(input_tokens=1_000_000)) == Money(Decimal(5), "CNY")
+    assert table.get("gpt-4o-mini") == TABLE.get("gpt-4o-mini")
+    assert table.get("my-model") == Price.of("USD", "1", "2")
+    assert TABLE.get("no-such-model") is None  # the table it came from is unchanged
+
+
+@pytest.mark.parametrize(
+    ("pricing", "error"),
+    [
+        ("{unpriced: default}", "needs a default_price"),
+        ("{default_price: {input: '1', output: '1'}}", "only used with unpriced: default"),
+        ("{unpriced: free}", "pricing.unpriced"),
+        ("{unpriced: default, default_price: {input: '-1', output: '1'}}", "input"),
+        (
+            "{unpriced: default, default_price: {input: '1', output: '1', currency: EUR}}",
+            "currency",
+        ),
+    ],
+)
+def test_pricing_config_is_explicit(pricing: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        loads(f"pricing: {pricing}\n")
+
+
+def test_pricing_config_builds_the_table() -> None:
+    assert loads("listen: 127.0.0.1:0\n").pricing.table().get("no-such-model") is None
+    config = loads("pricing: {unpriced: default, default_price: {input: '3', output: '15'}}\n")
+    price = config.pricing.table().get("no-such-model")
+    assert price == Price.of("USD", "3", "15")

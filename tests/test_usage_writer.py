@@ -6,9 +6,9 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections import Counter
@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+from gateway import ChildProcess
 
 from qiao.storage import open_store
 from qiao.storage.base import StorageUnavailable
@@ -641,6 +642,98 @@ def test_one_journal_directory_per_process(tmp_path: Path) -> None:
     run(main())
 
 
+# --- the journals of a gateway: one per process, every one recovered by whoever starts next
+
+
+def left_behind(journal: Path, *records: UsageRecord) -> None:
+    """A segment as a process killed with ``kill -9`` leaves it in ``journal``."""
+    journal.mkdir(parents=True, exist_ok=True)
+    (journal / "usage-000000000007.jsonl").write_bytes(b"".join(encode(r) for r in records))
+
+
+async def recover(store: Any, journal: Path) -> None:
+    writer = UsageWriter(store, journal)
+    await writer.start()
+    assert await writer.drain(10)
+    await writer.close()
+
+
+@pytest.mark.parametrize("own", [".", "worker-0", "worker-5"])
+def test_a_start_recovers_every_journal_of_the_gateway(own: str, tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    left_behind(root, pending("root"))  # a single process, earlier
+    left_behind(root / "worker-1", pending(1), pending(2), settled(pending(2)))
+    left_behind(root / "worker-2", pending(3), settled(pending(3), "error"))
+    (root / "worker-1" / "rejected.jsonl").write_bytes(encode(pending(9)))  # never replayed
+    store = DictStore()
+    run(recover(store, root / own))
+    statuses = {i: r.status for i, r in store.rows.items()}
+    assert statuses == {"aroot": "interrupted", "a1": "interrupted", "a2": "ok", "a3": "error"}
+    assert list(root.rglob("usage-*.jsonl")) == []
+
+
+def test_a_live_processs_journal_is_never_taken(tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+
+    async def main() -> tuple[DictStore, DictStore]:
+        mine, other = DictStore(), DictStore()
+        live = UsageWriter(mine, root / "worker-1", flush_interval=60)
+        await live.start()
+        live.record(pending(1))  # in flight, in the live worker's journal
+        await recover(other, root)  # another process starts meanwhile
+        assert segments(root / "worker-1")  # still there, still the live worker's
+        live.record(settled(pending(1)))
+        assert await live.drain(10)
+        await live.close()
+        return mine, other
+
+    mine, other = run(main())
+    assert other.rows == {}  # never replayed by the other process: no "interrupted" for a1
+    assert mine.rows["a1"].status == "ok"
+
+
+def test_processes_starting_together_replay_a_journal_once(tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    dead = [pending(i) for i in range(300)]
+    left_behind(root / "worker-9", *dead, *(settled(r) for r in dead[::2]))
+    stores = [FlakyStore(DictStore()) for _ in range(4)]
+    together = threading.Barrier(len(stores))
+
+    def start(i: int) -> None:  # a thread each: the journals open truly at once
+        together.wait()
+        run(recover(stores[i], root / f"worker-{i}"))
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    written = Counter(r.attempt_id for s in stores for batch in s.batches for r in batch)
+    assert set(written) == {r.attempt_id for r in dead}
+    assert set(written.values()) == {1}  # one process took it; nobody wrote any twice
+    rows = {i: r for s in stores for i, r in s.inner.rows.items()}
+    assert sum(r.status == "ok" for r in rows.values()) == 150
+
+
+def test_a_journal_taken_over_survives_its_new_owner_dying(tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    left_behind(root / "worker-1", pending(1), settled(pending(1)), pending(2))
+
+    async def adopt_then_fail() -> None:
+        store = FlakyStore(DictStore())
+        store.down = True  # the replay cannot finish
+        writer = UsageWriter(store, root / "worker-0")
+        await writer.start()
+        assert not await writer.drain(0.2)
+        await writer.close(timeout=0.1)
+
+    run(adopt_then_fail())
+    assert not segments(root / "worker-1") and segments(root / "worker-0")  # moved, kept
+    store = DictStore()
+    run(recover(store, root))
+    assert {i: r.status for i, r in store.rows.items()} == {"a1": "ok", "a2": "interrupted"}
+
+
 def test_fsync_batch_mode_writes_and_replays(tmp_path: Path) -> None:
     async def main() -> DictStore:
         store = DictStore()
@@ -704,7 +797,7 @@ GATEWAY = textwrap.dedent(
             writer.record(settle(rec))
         for rec in streams[n:]:  # accepted, not yet flushed
             writer.record(rec)
-        print("recorded", flush=True)
+        print("recorded", file=sys.stderr, flush=True)
         await asyncio.sleep(60)
 
     asyncio.run(main())
@@ -719,11 +812,10 @@ def test_kill_9_with_streams_in_flight_loses_nothing(mode: str, tmp_path: Path) 
     script.write_text(GATEWAY)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [sys.executable, str(script), str(journal), str(db), mode, str(n)]
-    with subprocess.Popen(args, stdout=subprocess.PIPE, env=env) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == b"recorded\n"
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
+    with ChildProcess(args, env=env) as gateway:
+        gateway.wait_for("recorded")
+        gateway.send_signal(signal.SIGKILL)
+        assert gateway.wait() == -signal.SIGKILL
 
     left = segments(journal)
     database = DictStore()

@@ -21,6 +21,12 @@ _OK = {"200": {"description": "OK"}}
 _CREATED = {"201": {"description": "Created; the secret key is in `key`, shown this once"}}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "description": "rows to return (default 100); more than 1000 returns 1000, below 1 is a 400",
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 _DATE_TIME = {"type": "string", "format": "date-time"}
@@ -79,6 +85,9 @@ def openapi() -> dict[str, Any]:
             "schemas": {"BudgetStatus": _BUDGET_STATUS},
         },
         "security": [{"bearer": []}],
+        "description": "Every answer is `Cache-Control: no-store`. After 10 failed "
+        "authentications (401) in a minute, a source address gets 429 with `Retry-After` "
+        "on every /admin request until the minute is over.",
         "paths": {
             "/admin/bootstrap": {
                 "post": _op(
@@ -133,6 +142,7 @@ def openapi() -> dict[str, Any]:
             "/admin/providers/{name}/key": {
                 "put": _op(
                     "Store a provider key, encrypted with AES-256-GCM",
+                    {**_OK, "404": {"description": "No provider of that name in the config"}},
                     parameters=_NAME,
                     requestBody=_body(SecretIn),
                 ),
@@ -148,24 +158,14 @@ def openapi() -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "string", "format": "date-time"},
                         },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "maximum": 1000},
-                        },
+                        _LIMIT,
                     ],
                 )
             },
             "/admin/audit": {
                 "get": _op(
                     "The audit log, newest first",
-                    parameters=[
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {"type": "integer", "maximum": 1000},
-                        }
-                    ],
+                    parameters=[_LIMIT],
                 )
             },
         },

@@ -32,6 +32,7 @@ from .schemas import (
 )
 
 __all__ = [
+    "Actor",
     "Issued",
     "budget_status",
     "create_key",
@@ -64,6 +65,16 @@ NO_MASTER_KEY = (
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts, for the audit log: an id that names one caller (a key's id, ``cfg:<name>`` for
+    a key written in the config, ``cli``, ``bootstrap``; names are not unique) and the
+    caller's name at the time, for people reading the log."""
+
+    id: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Issued:
     """A key and its secret, shown once. ``old_hash``: the digest a rotation replaced."""
 
@@ -80,10 +91,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _audit(store: Store, actor: str, action: str, target: str, **detail: Any) -> None:
-    await store.audit(
-        AuditEntry(actor=actor, action=action, target=target, detail=detail, at=_now())
-    )
+async def _audit(store: Store, actor: Actor, action: str, target: str, **detail: Any) -> None:
+    entry = AuditEntry(actor.id, action, target, detail, _now(), actor_name=actor.name)
+    await store.audit(entry)
 
 
 # ---------------------------------------------------------------------- look-ups
@@ -125,7 +135,7 @@ async def _check_team(store: Store, team_id: str | None) -> None:
 # ---------------------------------------------------------------------- keys
 
 
-async def create_key(store: Store, actor: str, body: KeyIn) -> Issued:
+async def create_key(store: Store, actor: Actor, body: KeyIn) -> Issued:
     await _check_team(store, body.team_id)
     secret = new_secret()
     now = _now()
@@ -171,7 +181,7 @@ def _key_changes(patch: KeyPatch) -> dict[str, Any]:
     return changes
 
 
-async def update_key(store: Store, actor: str, key_id: str, patch: KeyPatch) -> VirtualKey:
+async def update_key(store: Store, actor: Actor, key_id: str, patch: KeyPatch) -> VirtualKey:
     key = await get_key(store, key_id)
     changes = _key_changes(patch)
     await _check_team(store, changes.get("team_id"))
@@ -181,7 +191,7 @@ async def update_key(store: Store, actor: str, key_id: str, patch: KeyPatch) -> 
     return updated
 
 
-async def revoke_key(store: Store, actor: str, key_id: str) -> VirtualKey:
+async def revoke_key(store: Store, actor: Actor, key_id: str) -> VirtualKey:
     key = await get_key(store, key_id)
     updated = replace(key, revoked_at=key.revoked_at or _now(), updated_at=_now())
     await store.put_key(updated)
@@ -189,7 +199,7 @@ async def revoke_key(store: Store, actor: str, key_id: str) -> VirtualKey:
     return updated
 
 
-async def rotate_key(store: Store, actor: str, key_id: str) -> Issued:
+async def rotate_key(store: Store, actor: Actor, key_id: str) -> Issued:
     key = await get_key(store, key_id)
     if key.revoked_at is not None:
         raise InvalidRequest("A revoked key cannot be rotated.", code="key_revoked")
@@ -203,7 +213,7 @@ async def rotate_key(store: Store, actor: str, key_id: str) -> Issued:
 # ---------------------------------------------------------------------- teams
 
 
-async def create_team(store: Store, actor: str, body: TeamIn) -> Team:
+async def create_team(store: Store, actor: Actor, body: TeamIn) -> Team:
     team = Team(
         id="team_" + secrets.token_hex(6),
         name=body.name,
@@ -217,7 +227,7 @@ async def create_team(store: Store, actor: str, body: TeamIn) -> Team:
     return team
 
 
-async def update_team(store: Store, actor: str, team_id: str, patch: TeamPatch) -> Team:
+async def update_team(store: Store, actor: Actor, team_id: str, patch: TeamPatch) -> Team:
     team = await get_team(store, team_id)
     given = patch.model_fields_set
     changes: dict[str, Any] = {}
@@ -235,7 +245,7 @@ async def update_team(store: Store, actor: str, team_id: str, patch: TeamPatch) 
     return updated
 
 
-async def delete_team(store: Store, actor: str, team_id: str) -> Team:
+async def delete_team(store: Store, actor: Actor, team_id: str) -> Team:
     team = await get_team(store, team_id)
     if await store.list_keys(team_id=team.id):
         raise InvalidRequest("The team still has keys; move or revoke them first.")
@@ -270,7 +280,7 @@ async def budget_status(guard: BudgetGuard, scope: str, budget: Budget) -> dict[
 
 
 async def _reset(
-    store: Store, guard: BudgetGuard, actor: str, kind: str, scope: str, budget: Budget | None
+    store: Store, guard: BudgetGuard, actor: Actor, kind: str, scope: str, budget: Budget | None
 ) -> None:
     if budget is None:
         raise InvalidRequest(f"This {kind} has no budget to reset.", code="no_budget")
@@ -289,14 +299,16 @@ async def _reset(
     )
 
 
-async def reset_key_budget(store: Store, guard: BudgetGuard, actor: str, key_id: str) -> VirtualKey:
+async def reset_key_budget(
+    store: Store, guard: BudgetGuard, actor: Actor, key_id: str
+) -> VirtualKey:
     """Zero the spend of the key's current budget period (400 if it has no budget)."""
     key = await get_key(store, key_id)
     await _reset(store, guard, actor, "key", key_scope(key), key.budget)
     return key
 
 
-async def reset_team_budget(store: Store, guard: BudgetGuard, actor: str, team_id: str) -> Team:
+async def reset_team_budget(store: Store, guard: BudgetGuard, actor: Actor, team_id: str) -> Team:
     """Zero the spend of the team's current budget period (400 if it has no budget)."""
     team = await get_team(store, team_id)
     await _reset(store, guard, actor, "team", team_scope(team), team.budget)
@@ -307,7 +319,7 @@ async def reset_team_budget(store: Store, guard: BudgetGuard, actor: str, team_i
 
 
 async def set_provider_key(
-    store: Store, actor: str, vault: Vault | None, name: str, body: SecretIn
+    store: Store, actor: Actor, vault: Vault | None, name: str, body: SecretIn
 ) -> ProviderSecret:
     if vault is None:
         raise InvalidRequest(NO_MASTER_KEY, code="no_master_key")
@@ -321,13 +333,13 @@ async def set_provider_key(
     return sealed
 
 
-async def delete_provider_key(store: Store, actor: str, name: str) -> None:
+async def delete_provider_key(store: Store, actor: Actor, name: str) -> None:
     if not await store.delete_secret(name):
         raise NotFound(f"No stored key for provider {name!r}.")
     await _audit(store, actor, "provider_key.delete", name)
 
 
-async def rotate_master(store: Store, actor: str, vault: Vault) -> list[ProviderSecret]:
+async def rotate_master(store: Store, actor: Actor, vault: Vault) -> list[ProviderSecret]:
     """Re-seal every stored provider key under ``vault``'s current master.
 
     All are opened before any is written, so a key that does not open changes nothing. Each

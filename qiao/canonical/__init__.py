@@ -33,6 +33,7 @@ from .types import (
     ToolResult,
     Usage,
     UsageEvent,
+    WebSearch,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "ToolResult",
     "Usage",
     "UsageEvent",
+    "WebSearch",
 ]

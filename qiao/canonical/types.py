@@ -49,6 +49,7 @@ __all__ = [
     "ToolResult",
     "Usage",
     "UsageEvent",
+    "WebSearch",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -141,6 +142,16 @@ class ToolChoice:
 
 
 @dataclass(slots=True)
+class WebSearch:
+    """The provider's own web search, which it runs itself (OpenAI ``web_search``, Anthropic
+    ``web_search_*``, Gemini ``googleSearch``): declared like a tool, never called by the client;
+    its findings reach the client as the answer's text."""
+
+    allowed_domains: list[str] | None = None
+    user_location: dict[str, str] | None = None  # approximate: city, region, country, timezone
+
+
+@dataclass(slots=True)
 class ResponseFormat:
     type: Literal["text", "json_object", "json_schema"] = "text"
     schema: dict[str, Any] | None = None
@@ -181,6 +192,10 @@ class Request:
     reasoning: ReasoningConfig | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
+    web_search: WebSearch | None = None
+    # Tools a client declared inside a group (the Responses API's ``namespace`` tools): flat
+    # tool name every provider sees -> (namespace, name); the client's codec maps calls back.
+    tool_namespaces: dict[str, tuple[str, str]] | None = None
 
 
 # ----------------------------------------------------------------------------- response

@@ -8,7 +8,9 @@ As a **client** protocol (a surface received this wire format):
 * ``decode_request(body, *, model=None, stream=None) -> Request`` — wire request → canonical.
   ``model``/``stream`` override the body (Gemini puts them in the URL). Raises
   :class:`qiao.errors.InvalidRequest` with a clear message and ``param`` for bad input.
-* ``encode_response(resp: Response) -> dict`` — canonical answer → wire JSON object.
+* ``encode_response(resp: Response, request: Request | None = None) -> dict`` — canonical
+  answer → wire JSON object. ``request`` is the client's own, decoded: a codec that renamed
+  something when decoding it (the Responses API's namespaced tools) names it back.
 * ``StreamEncoder(request: Request)`` with ``feed(event) -> bytes``, ``close() -> bytes``
   (the proper end: ``[DONE]``, ``message_stop`` ...) and ``fail(err: StreamError) -> bytes``
   (the protocol's mid-stream error event). It turns canonical events into SSE bytes.

@@ -12,13 +12,16 @@ from .gemini import (
     embed_response_from_openai,
     embed_response_to_openai,
 )
-from .gemini._embed import encoding_format
+from .gemini._embed import SDK_LABEL, encoding_format, sdk_folds, unfold_sdk_batch
 
 __all__ = [
+    "SDK_LABEL",
     "gemini_to_openai_request",
     "gemini_to_openai_response",
     "openai_to_gemini_request",
     "openai_to_gemini_response",
+    "sdk_folds",
+    "unfold_sdk_batch",
 ]
 
 

@@ -1,15 +1,22 @@
-"""Spend budgets and prepaid quotas: reserve a request's maximum cost, settle its real cost.
+"""Spend budgets and prepaid quotas: reserve what a request may spend, settle its real cost.
 
 A budget (:class:`~qiao.storage.models.Budget`) caps the spend of a scope (``key:ID``,
 ``team:ID``) per UTC period — day, ISO week (from Monday), month, or ``total`` (never resets:
 a one-api-style prepaid quota). Its unit is USD, CNY or tokens; :class:`Charge` carries a
 request's cost in all three so each budget takes its own.
 
-Reservation is atomic per scope in the ledger (a Redis Lua script, or the store's
-``UPDATE … WHERE spend + ? <= limit``), so concurrent requests can never push a hard budget past
-its amount: the spend stays at most the amount plus how much settled costs exceed their
-reservations — zero when the reserved maximum is a true maximum. A request with several scopes
-reserves them in order and gives back what it took if a later scope refuses.
+A hard budget reserves a request's maximum cost *bounded by what remains*: the whole maximum
+when it fits, else the rest of the budget. A request is refused only when nothing remains
+(spend ≥ amount). The input estimate alone is not used to refuse: it is the body size / 4, and
+an image or a base64 document counts as far more text than it costs. So a small budget serves
+small requests until it is spent, and the one request that finds it nearly spent overshoots by
+at most its own maximum; its real cost is recorded, and the next request is refused.
+
+Reservation is atomic per scope (a Redis Lua script, or the ledger's conditional
+``UPDATE … WHERE spend + ? <= limit`` retried with what remains), so reservations never take a
+hard budget past its amount; spend passes it only by what settled costs exceed their
+reservations. A request with several scopes reserves them in order and gives back what it took
+if a later scope refuses.
 
 Soft budgets never refuse; the first reservation that takes a period's spend to (or past)
 80 % and 100 % calls ``on_alert`` once (per process; the alert carries its period so a sink
@@ -20,11 +27,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..errors import ClientError
 from ..pricing import Money, check_amount, convert
@@ -32,6 +39,7 @@ from ..storage.models import Budget, Currency, Period, Team, VirtualKey
 
 __all__ = [
     "EPOCH",
+    "FREE",
     "BudgetAlert",
     "BudgetExceeded",
     "BudgetGuard",
@@ -49,6 +57,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the one period of a ``total`` budget
 _ZERO = Decimal(0)
 _NANO = Decimal("1e-9")  # the stores' resolution
 _ALERT_AT = ((80, Decimal("0.8")), (100, Decimal(1)))
+_TRIES = 4  # conditional reservations of what remains before a contended scope refuses
 
 
 def period_start(period: Period, now: datetime) -> datetime:
@@ -80,7 +89,7 @@ def period_end(period: Period, start: datetime) -> datetime | None:
     raise ValueError(f"unknown budget period {period!r}")
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Charge:
     """What a request costs — or may cost at most — in each budget unit."""
 
@@ -113,6 +122,9 @@ class Charge:
         raise ValueError(f"unknown budget currency {currency!r}")
 
 
+FREE = Charge()  # settling a ticket at FREE gives its whole reservation back
+
+
 def budget_scopes(key: VirtualKey, team: Team | None) -> list[tuple[str, Budget]]:
     """The budgets one request draws on: its key's and its team's."""
     scopes: list[tuple[str, Budget]] = []
@@ -134,6 +146,19 @@ class SpendLedger(Protocol):
     async def adjust_spend(self, scope: str, period_start: datetime, delta: Decimal) -> None: ...
 
     async def get_spend(self, scope: str, period_start: datetime) -> Decimal: ...
+
+
+@runtime_checkable
+class InPlaceLedger(Protocol):
+    """A ledger whose counters live in this process (:class:`~.local_spend.WriteBehindLedger`):
+    budgets can reserve and settle without waiting once a counter is loaded."""
+
+    def spent_now(self, scope: str, period_start: datetime) -> Decimal | None: ...
+
+    def adjust_spend_now(self, scope: str, period_start: datetime, delta: Decimal) -> bool: ...
+
+
+ReserveUpTo = Callable[[str, datetime, Decimal, Decimal], Awaitable[Decimal | None]]
 
 
 class BudgetExceeded(ClientError):
@@ -190,6 +215,10 @@ class BudgetGuard:
         on_alert: Callable[[BudgetAlert], None] | None = None,
     ) -> None:
         self._ledger = ledger
+        self._in_place = ledger if isinstance(ledger, InPlaceLedger) else None
+        # A ledger may reserve "up to" in one atomic call (Redis); else it is built here.
+        upto: ReserveUpTo | None = getattr(ledger, "reserve_spend_upto", None)
+        self._reserve_upto: ReserveUpTo = upto or self._reserve_remaining
         self._clock = clock
         self._on_alert = on_alert
         self._alerted: dict[str, tuple[datetime, int]] = {}  # soft scope -> (period, percent)
@@ -200,32 +229,32 @@ class BudgetGuard:
         self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge
     ) -> BudgetTicket | None:
         """:meth:`reserve` without waiting, when the ledger keeps its counters in this process
-        and every scope is hard and loaded; None if it cannot (nothing reserved)."""
-        reserve = getattr(self._ledger, "reserve_spend_now", None)
-        if reserve is None:
+        and every scope is hard and loaded; None if it cannot (nothing reserved). Every scope
+        is checked before any is taken: nothing can change in between (no await)."""
+        ledger = self._in_place
+        if ledger is None:
             return None
         now = self._clock()
-        todo = []
+        holds: list[_Hold] = []
         for scope, budget in scopes:
             if not budget.hard:
                 return None
-            todo.append((scope, budget, self._period_start(budget.period, now)))
-        holds: list[_Hold] = []
-        for scope, budget, start in todo:
-            amount = max_cost.amount(budget.currency)
-            taken = reserve(scope, start, amount, budget.amount)
-            if not taken:
-                for hold in holds:  # all or nothing, as in reserve()
-                    self._ledger.adjust_spend_now(hold.scope, hold.start, -hold.amount)  # type: ignore[attr-defined]
-                if taken is None:
-                    return None  # not loaded yet: the waiting path loads it
+            start = self._period_start(budget.period, now)
+            spent = ledger.spent_now(scope, start)
+            if spent is None:
+                return None  # not loaded yet: the waiting path loads it
+            left = budget.amount - spent
+            if left <= 0:
                 raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
+            amount = min(max_cost.amount(budget.currency), left)
             holds.append(_Hold(scope, budget.currency, start, amount, self._resets.get(scope, 0)))
+        for hold in holds:
+            ledger.adjust_spend_now(hold.scope, hold.start, hold.amount)
         return BudgetTicket(tuple(holds))
 
     async def reserve(self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge) -> BudgetTicket:
-        """Reserve ``max_cost`` in every scope or in none; raise :class:`BudgetExceeded` if a
-        hard budget cannot take it."""
+        """Reserve ``max_cost`` — or what remains of a hard budget, if less — in every scope or
+        in none; raise :class:`BudgetExceeded` if a hard budget has nothing left."""
         now = self._clock()
         holds: list[_Hold] = []
         try:
@@ -233,8 +262,10 @@ class BudgetGuard:
                 amount = max_cost.amount(budget.currency)
                 start = self._period_start(budget.period, now)
                 if budget.hard:
-                    if not await self._ledger.reserve_spend(scope, start, amount, budget.amount):
+                    taken = await self._reserve_upto(scope, start, amount, budget.amount)
+                    if taken is None:
                         raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
+                    amount = taken
                 else:
                     await self._reserve_soft(scope, budget, start, amount)
                 holds.append(
@@ -245,18 +276,35 @@ class BudgetGuard:
             raise
         return BudgetTicket(tuple(holds))
 
+    async def _reserve_remaining(
+        self, scope: str, start: datetime, amount: Decimal, limit: Decimal
+    ) -> Decimal | None:
+        """Reserve ``amount``, or what remains below ``limit`` if less, with the ledger's
+        conditional reservation alone: the whole amount in one call when it fits; else read
+        the spend and reserve the rest on the condition that it still fits. None: nothing
+        remains (or the scope stayed contended for every try — refusing never overdraws)."""
+        take = amount
+        for _ in range(_TRIES):
+            if await self._ledger.reserve_spend(scope, start, take, limit):
+                return take
+            left = limit - await self._ledger.get_spend(scope, start)
+            if left <= 0:
+                return None
+            take = min(amount, left)
+        return None
+
     def settle_now(self, ticket: BudgetTicket, actual_cost: Charge) -> bool:
         """:meth:`settle` without waiting, when the ledger keeps its counters in this process
         (:class:`~.local_spend.WriteBehindLedger`); False if it cannot (nothing done)."""
-        adjust = getattr(self._ledger, "adjust_spend_now", None)
-        if adjust is None:
+        ledger = self._in_place
+        if ledger is None:
             return False
         if ticket.settled:
             return True
         holds = ticket.holds
         for i, hold in enumerate(holds):
             delta = actual_cost.amount(hold.currency) - self._held(hold)
-            if delta and not adjust(hold.scope, hold.start, delta):
+            if delta and not ledger.adjust_spend_now(hold.scope, hold.start, delta):
                 if i:  # cannot happen (reserving loaded them all); keep it whole anyway
                     log.warning("budget settle of %s fell back to waiting", hold.scope)
                 ticket.holds = holds[i:]

@@ -1,9 +1,16 @@
-"""The gate every request passes before it goes upstream: rate limits, then budgets.
+"""The gate every request passes before it goes upstream: budgets, then rate limits.
 
 Keys with neither limits nor budgets pass at the cost of two attribute checks. Otherwise the
 request reserves an estimate (tokens from the body size plus the asked-for output, the most it
-may cost) in every scope atomically, and settles the real figures when the answer is done —
-including when the client went away.
+may cost; a hard budget takes at most what remains of it) in every scope atomically, and
+settles the real figures when the answer is done — including when the client went away.
+
+Order: a model with no price under a money budget is refused first (no I/O); then budgets
+reserve, then the limiter takes its request slot, and a limiter refusal gives the budget
+reservation back. So a refused request never counts against RPM or TPM: budgets go first
+because giving a budget hold back is one counter update (in memory on one process), while
+the limiter has no way to give a request slot back. A rate-limited request holds budget only
+for the moment between the two; soft-budget alerts may fire early by that much.
 """
 
 from __future__ import annotations
@@ -17,18 +24,32 @@ from typing import Any
 
 from ..accounting import usage_of
 from ..auth import Principal
+from ..canonical.types import Usage
+from ..errors import PermissionDenied
 from ..observability.accesslog import RequestRecord
 from ..pricing import Money, PriceTable
 from ..storage.models import Budget, Limits
-from .budget import BudgetGuard, BudgetTicket, Charge
+from .budget import FREE, BudgetGuard, BudgetTicket, Charge
 from .limits import Limiter, LocalLimiter, Scope, Ticket
 
-__all__ = ["Gate", "Pass"]
+__all__ = ["Gate", "ModelUnpriced", "Pass"]
 
 log = logging.getLogger("qiao.gate")
 
 DEFAULT_MAX_OUTPUT = 4096
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+class ModelUnpriced(PermissionDenied):
+    """A money budget applies but the model has no price (config ``pricing.unpriced``)."""
+
+    code = "model_unpriced"
+
+    def __init__(self, model: str, currency: str) -> None:
+        super().__init__(
+            f"Model {model!r} has no price, so a {currency} budget cannot be enforced. "
+            "Ask the operator to price it or to set pricing.unpriced: default."
+        )
 
 
 @dataclass(slots=True)
@@ -37,6 +58,7 @@ class Pass:
     budget: BudgetTicket | None
     model: str
     fiat: bool = False  # a budget in USD or CNY: the answer must be priced (tokens need not)
+    reserved: Charge = FREE  # the maximum cost, before budgets bounded it
 
 
 def _limited(limits: Limits) -> bool:
@@ -117,9 +139,17 @@ class Gate:
         self._usd_cny = usd_cny
         self._pending: set[asyncio.Task[None]] = set()
 
-    def _charge(self, money: Money | None, tokens: int, fiat: bool) -> Charge:
-        if money is None or not fiat:
-            return Charge(tokens=tokens)  # token budgets only, or an unpriced model
+    def _max_charge(
+        self, plan: _Scopes, model: str, upstream_model: str, input_tokens: int, output: int
+    ) -> Charge:
+        """The most the request may cost; a money budget refuses a model with no price."""
+        tokens = input_tokens + output
+        if not plan.fiat:
+            return Charge(tokens=tokens)
+        if self._prices.get(upstream_model) is None:
+            currency = next(b.currency for _, b in plan.budgets if b.currency != "tokens")
+            raise ModelUnpriced(model, currency)
+        money = self._prices.max_cost(upstream_model, input_tokens, output)
         return Charge.of(money, tokens=tokens, usd_cny=self._usd_cny)
 
     async def admit(
@@ -130,50 +160,68 @@ class Gate:
             return None
         input_estimate = raw_len // 4 + 1
         output = max_output(body)
-        tokens = input_estimate + output
-        ticket: Ticket | None = None
-        if plan.limits:
-            if self._local is not None:
-                ticket = self._local.acquire_now(plan.limits, tokens)
-            else:
-                ticket = await self.limiter.acquire(plan.limits, tokens=tokens)
+        charge = FREE
         held: BudgetTicket | None = None
         if plan.budgets:
-            money = None
-            if plan.fiat and self._prices.get(upstream_model) is not None:
-                money = self._prices.max_cost(upstream_model, input_estimate, output)
-            charge = self._charge(money, tokens, plan.fiat)
+            charge = self._max_charge(plan, model, upstream_model, input_estimate, output)
+            held = self._budgets.reserve_now(plan.budgets, charge)
+            if held is None:
+                held = await self._budgets.reserve(plan.budgets, charge)
+        ticket: Ticket | None = None
+        if plan.limits:
+            tokens = input_estimate + output
             try:
-                held = self._budgets.reserve_now(plan.budgets, charge)
-                if held is None:
-                    held = await self._budgets.reserve(plan.budgets, charge)
+                if self._local is not None:
+                    ticket = self._local.acquire_now(plan.limits, tokens)
+                else:
+                    ticket = await self.limiter.acquire(plan.limits, tokens=tokens)
             except BaseException:
-                if ticket is not None:
-                    await self.limiter.settle(ticket, actual_tokens=0)
+                if held is not None:
+                    await self._give_back(held)
                 raise
-        return Pass(ticket, held, upstream_model, plan.fiat)
+        return Pass(ticket, held, upstream_model, plan.fiat, charge)
+
+    async def _give_back(self, held: BudgetTicket) -> None:
+        """Return a budget reservation whose request was refused after it was taken."""
+        try:
+            if not self._budgets.settle_now(held, FREE):
+                await self._budgets.settle(held, FREE)
+        except Exception as exc:  # the refusal matters more; the hold stays as spend
+            log.warning("giving a budget reservation back failed: %s", type(exc).__name__)
+
+    def _actual_charge(
+        self, admitted: Pass, rec: RequestRecord, usage: Usage, money: Money | None
+    ) -> Charge:
+        """What the request really cost: priced once by the accounting when the attempt
+        settled (``money``), else here. An answer from a target with no price (a fallback the
+        gate did not check) keeps its money reservation at the maximum: never free."""
+        tokens = usage.input_tokens + usage.output_tokens
+        if not admitted.fiat:
+            return Charge(tokens=tokens)
+        if rec.charged is None:
+            model = rec.upstream_model or admitted.model
+            if self._prices.get(model) is not None:
+                money = self._prices.cost(model, usage)
+        if money is None:
+            return Charge(admitted.reserved.usd, admitted.reserved.cny, tokens)
+        return Charge.of(money, tokens=tokens, usd_cny=self._usd_cny)
 
     def release(self, admitted: Pass, rec: RequestRecord) -> None:
         """Settle with the real usage: at once when the limiter and the spend counters are in
         this process, else as a task of its own, so a cancelled handler still settles."""
         try:
-            charged = rec.charged  # priced once by the accounting when the attempt settled
+            charged = rec.charged
             usage, money = (usage_of(rec), None) if charged is None else charged
             tokens = usage.input_tokens + usage.output_tokens
-            charge: Charge | None = None
+            charge = FREE
             if admitted.budget is not None:
-                if charged is None and admitted.fiat:
-                    model = rec.upstream_model or admitted.model
-                    if self._prices.get(model) is not None:
-                        money = self._prices.cost(model, usage)
-                charge = self._charge(money, tokens, admitted.fiat)
+                charge = self._actual_charge(admitted, rec, usage, money)
             ticket = admitted.ticket
             if ticket is not None and self._local is not None:
                 self._local.settle_now(ticket, tokens)
                 ticket = None
             if ticket is None and (
-                admitted.budget is None
-                or (charge is not None and self._budgets.settle_now(admitted.budget, charge))
+                admitted.budget is None or self._budgets.settle_now(admitted.budget, charge)
             ):
                 return
         except Exception as exc:  # a settle that fails leaves a reservation to expire
@@ -183,11 +231,11 @@ class Gate:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _release(self, admitted: Pass, tokens: int, charge: Charge | None) -> None:
+    async def _release(self, admitted: Pass, tokens: int, charge: Charge) -> None:
         try:
             if admitted.ticket is not None:
                 await self.limiter.settle(admitted.ticket, actual_tokens=tokens)
-            if admitted.budget is not None and charge is not None:
+            if admitted.budget is not None:
                 await self._budgets.settle(admitted.budget, charge)
         except Exception as exc:  # a settle that fails leaves a reservation to expire
             log.warning("settling limits/budget failed: %s", type(exc).__name__)

@@ -16,7 +16,11 @@ whole TPM limit is admitted only into a full bucket (and leaves it in debt) inst
 
 :class:`LocalLimiter` holds the buckets in this process; :class:`~.redis_limits.RedisLimiter`
 holds them in Redis for the fleet; :class:`FailoverLimiter` uses Redis and falls back to local
-limits while Redis is unreachable.
+limits while Redis is down. Down means refused, reset or not answering a health probe — not a
+reply that is late because our own event loop was busy (see :mod:`.redis_health`). While failed
+over, each node enforces its share of every limit, ``limit // live nodes`` (at least 1; the
+count comes from the fleet's heartbeat and the last one is kept), starting from the debts Redis
+last reported, so N nodes together still admit about the limit, not N times it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Literal, NamedTuple, NoReturn, Protocol, TypeAlias
@@ -46,6 +50,7 @@ __all__ = [
     "RateLimited",
     "RemoteLimiter",
     "Scope",
+    "Seen",
     "Ticket",
     "quota",
     "scopes_for",
@@ -175,9 +180,30 @@ class Limiter(Protocol):
         """Correct TPM by ``actual_tokens - estimate`` and free the slots; idempotent."""
 
 
+class Seen(NamedTuple):
+    """A scope's debts (request·ms, token·ms) as the shared store reported them at ``at``
+    (``time.monotonic`` seconds, or the clock the limiters were given)."""
+
+    scope: str
+    limits: Limits
+    requests: int
+    tokens: int
+    at: float
+
+
 class RemoteLimiter(Limiter, Protocol):
+    @property
+    def nodes(self) -> int:
+        """Live processes sharing the store, as last counted (at least 1)."""
+
+    def known(self) -> Iterable[Seen]:
+        """The last debts the store reported, per scope."""
+
     async def ping(self) -> None:
-        """Raise :class:`LimiterUnavailable` unless the store answers in time."""
+        """Raise :class:`LimiterUnavailable` unless the store answers."""
+
+    async def close(self) -> None:
+        """Stop background work and release connections."""
 
 
 def scopes_for(key: VirtualKey, team: Team | None, model: str) -> list[Scope]:
@@ -326,6 +352,22 @@ class LocalLimiter:
                 b.drain(limits, now)
                 b.dk = max(0, b.dk + delta)
 
+    def seed(self, seen: Seen, limits: Limits, divisor: int = 1) -> None:
+        """Start ``seen.scope`` from debts another store reported (``1 / divisor`` of them,
+        under ``limits``, already divided too), drained since ``seen.at``: a failover begins
+        where the fleet was, not from a full bucket. A local debt that is higher is kept."""
+        now = int(self._clock() * 1000)
+        reported = _Bucket(min(now, int(seen.at * 1000)), limits)
+        reported.dr, reported.dk = seen.requests // divisor, seen.tokens // divisor
+        reported.drain(limits, now)
+        b = self._buckets.get(seen.scope)
+        if b is None:
+            self._buckets[seen.scope] = reported
+            return
+        b.drain(limits, now)
+        b.dr, b.dk = max(b.dr, reported.dr), max(b.dk, reported.dk)
+        b.limits = limits
+
     def _evict(self, now: int, budget: int) -> None:
         buckets = self._buckets
         for _ in range(budget):
@@ -361,19 +403,21 @@ def _refuse(sid: str, kind: LimitKind, wait_ms: int, limits: Limits, b: _Bucket)
 
 
 class FailoverLimiter:
-    """Limits in the shared store; while it is unreachable, limits in this process.
+    """Limits in the shared store; while it is down, this node's share of them in this process.
 
-    On :class:`LimiterUnavailable` it switches to ``local`` (``degraded`` becomes True, one
-    warning), then probes the store in the background every ``probe_interval`` seconds and
-    switches back by itself. Tickets settle where they were issued; a store ticket that cannot
-    be settled frees its slot when its lease expires. ``on_change(degraded)`` feeds readiness
-    and metrics.
+    On :class:`LimiterUnavailable` (which the store raises only when it is down, not merely
+    slow) it switches to ``local`` (``degraded`` becomes True, one warning): every limit is
+    divided by the live nodes the store last counted (at least 1 each), and the local buckets
+    start from the debts the store last reported, divided the same way. It probes the store in
+    the background every ``probe_interval`` seconds and switches back by itself. Tickets
+    settle where they were issued; a store ticket that cannot be settled frees its slot when
+    its lease expires. ``on_change(degraded)`` feeds readiness and metrics.
     """
 
     def __init__(
         self,
         remote: RemoteLimiter,
-        local: Limiter,
+        local: LocalLimiter,
         *,
         probe_interval: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
@@ -387,6 +431,8 @@ class FailoverLimiter:
         self._degraded = False
         self._next_probe = 0.0
         self._probe: asyncio.Task[None] | None = None
+        self._nodes = 1  # while degraded: the divisor of every limit
+        self._shares: dict[Limits, Limits] = {}
         self.failovers = 0
 
     @property
@@ -401,7 +447,9 @@ class FailoverLimiter:
                 return await self._remote.acquire(scopes, tokens=tokens)
             except LimiterUnavailable as exc:
                 self._trip(exc)
-        return await self._local.acquire(scopes, tokens=tokens)
+        if self._nodes > 1:
+            scopes = [(sid, self._share(limits)) for sid, limits in scopes]
+        return self._local.acquire_now(scopes, tokens)
 
     async def settle(self, ticket: Ticket, *, actual_tokens: int) -> None:
         if ticket.issuer is not self._remote:
@@ -419,14 +467,36 @@ class FailoverLimiter:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        await self._remote.close()
+
+    def _share(self, limits: Limits) -> Limits:
+        """This node's part of ``limits`` while degraded (remembered per distinct limits)."""
+        share = self._shares.get(limits)
+        if share is None:
+            n = self._nodes
+            share = self._shares[limits] = Limits(
+                rpm=_part(limits.rpm, n),
+                tpm=_part(limits.tpm, n),
+                concurrency=_part(limits.concurrency, n),
+            )
+        return share
 
     def _trip(self, exc: LimiterUnavailable) -> None:
         if self._degraded:
             return
         self._degraded = True
         self.failovers += 1
+        self._nodes = max(1, self._remote.nodes)
+        self._shares.clear()
+        for seen in self._remote.known():
+            self._local.seed(seen, self._share(seen.limits), self._nodes)
         self._next_probe = self._clock() + self._interval
-        log.warning("rate-limit store unavailable (%s): serving on local limits", exc)
+        log.warning(
+            "rate-limit store unavailable (%s): serving on local limits (this node's share: "
+            "1/%d of each limit)",
+            exc,
+            self._nodes,
+        )
         if self._on_change is not None:
             self._on_change(True)
 
@@ -446,3 +516,11 @@ class FailoverLimiter:
             log.warning("rate-limit store is back: serving on shared limits")
             if self._on_change is not None:
                 self._on_change(False)
+
+
+def _part(limit: int | None, nodes: int) -> int | None:
+    """One node's part of a limit: rounded down so the nodes together stay within it, but at
+    least 1, so a limit below the node count still lets requests through."""
+    if limit is None or limit <= 0:
+        return limit
+    return max(1, limit // nodes)

@@ -71,19 +71,11 @@ class WriteBehindLedger:
         await self._current(key)
         self._add(key, delta)
 
-    def reserve_spend_now(
-        self, scope: str, period_start: datetime, amount: Decimal, limit: Decimal | None
-    ) -> bool | None:
-        """:meth:`reserve_spend` without waiting; None (nothing done) if the counter is not
-        loaded yet."""
-        key = (scope, period_start)
-        current = self._spent.get(key)
-        if current is None:
-            return None
-        if limit is not None and current + amount > limit:
-            return False
-        self._add(key, amount)
-        return True
+    def spent_now(self, scope: str, period_start: datetime) -> Decimal | None:
+        """The spend so far, reservations included, without waiting; None if the counter is
+        not loaded yet. A check and a following :meth:`adjust_spend_now` with no await in
+        between are one atomic reservation."""
+        return self._spent.get((scope, period_start))
 
     def adjust_spend_now(self, scope: str, period_start: datetime, delta: Decimal) -> bool:
         """:meth:`adjust_spend` without waiting; False (nothing done) if the counter is not

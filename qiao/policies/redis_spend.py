@@ -43,6 +43,20 @@ if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1
 """
 
+# KEYS[1] spend; ARGV: amount, limit, time to live in ms (0: for ever). Reserves the amount, or
+# what remains below the limit if less; replies with what it reserved, or -1 (nothing remains).
+# A clamped amount is formatted with %d: Redis sends a Lua number as %.17g ("9e+18" past 10^17).
+_RESERVE_UPTO = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[2])
+if cur >= limit then return -1 end
+local take = ARGV[1]
+if cur + tonumber(take) > limit then take = string.format('%d', limit - cur) end
+redis.call('INCRBY', KEYS[1], take)
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return tonumber(take)
+"""
+
 # KEYS[1] spend; ARGV: delta, time to live in ms (0: for ever).
 _ADJUST = """
 redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -72,6 +86,7 @@ class RedisSpendLedger:
         self._timeout = timeout
         self._keep = keep
         self._reserve = client.register_script(_RESERVE)
+        self._reserve_upto = client.register_script(_RESERVE_UPTO)
         self._adjust = client.register_script(_ADJUST)
 
     async def reserve_spend(
@@ -82,6 +97,20 @@ class RedisSpendLedger:
         args = (units, cap, self._ttl(period_start))
         reply = await self._call(self._reserve(keys=[self._key(scope, period_start)], args=args))
         return int(reply) == 1
+
+    async def reserve_spend_upto(
+        self, scope: str, period_start: datetime, amount: Decimal, limit: Decimal
+    ) -> Decimal | None:
+        """Reserve ``amount``, or what remains below ``limit`` if less, in one round trip;
+        what was reserved, or None when nothing remains."""
+        units = _units(to_decimal(amount))
+        cap = int(to_decimal(limit, "limit").scaleb(_SCALE))
+        args = (units, cap, self._ttl(period_start))
+        key = self._key(scope, period_start)
+        taken = int(await self._call(self._reserve_upto(keys=[key], args=args)))
+        if taken < 0:
+            return None
+        return amount if taken == units else Decimal(taken).scaleb(-_SCALE)
 
     async def adjust_spend(self, scope: str, period_start: datetime, delta: Decimal) -> None:
         units = _units(delta)

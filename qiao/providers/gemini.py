@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from ..modelname import segment, segments
-from .openai import USER_AGENT, ProviderInfo
+from .openai import ROUTING_FIELDS, USER_AGENT, ProviderInfo
 
 __all__ = ["method_url", "passthrough_body", "upstream_headers"]
 
@@ -34,7 +34,11 @@ def upstream_headers(info: ProviderInfo) -> dict[str, str]:
 
 
 def passthrough_body(raw: bytes, body: dict[str, Any], model: str) -> bytes:
-    """Gemini names the model in the URL; only batch embedding bodies repeat it."""
+    """Gemini names the model in the URL; only batch embedding bodies repeat it. Fields that
+    try to steer a gateway (:data:`ROUTING_FIELDS`) are stripped as for the other protocols."""
+    if not ROUTING_FIELDS.isdisjoint(body):
+        body = {k: v for k, v in body.items() if k not in ROUTING_FIELDS}
+        raw = orjson.dumps(body)
     requests = body.get("requests")
     if not isinstance(requests, list):
         return raw

@@ -56,6 +56,10 @@ class Store(Protocol):
     async def list_usage(
         self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]: ...
+    async def interrupt_stale(self, started_before: datetime, limit: int) -> int:
+        """Mark at most ``limit`` attempts still ``pending`` that started before
+        ``started_before`` as ``interrupted`` (tokens and cost as last recorded); how many.
+        One bounded statement, safe from every node at once (see ``storage.sweeper``)."""
 
     # --- spend (budgets); atomic in the database
     async def reserve_spend(

@@ -279,6 +279,7 @@ def usage_from_row(row: Mapping[Any, Any]) -> UsageRecord:
 def audit_row(entry: AuditEntry, now: datetime) -> Row:
     return {
         "actor": entry.actor,
+        "actor_name": entry.actor_name,
         "action": entry.action,
         "target": entry.target,
         "detail": dict(entry.detail),
@@ -294,4 +295,5 @@ def audit_from_row(row: Mapping[Any, Any]) -> AuditEntry:
         detail=dict(row["detail"]),
         at=_utc_or_none(row["at"]),
         id=row["id"],
+        actor_name=row["actor_name"],
     )

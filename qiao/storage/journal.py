@@ -10,7 +10,11 @@ power loss costs at most one flush interval.
 Segments are ``usage-<number>.jsonl``, numbered in write order across process lifetimes; a new one
 starts when the active one passes ``segment_bytes``. The directory is held with ``flock`` for the
 life of the process (the kernel drops the lock when the process dies), so a journal is only ever
-replayed by the next owner, never by a live one. Segments are deleted only in order, oldest first,
+replayed by the next owner, never by a live one. The journals of one gateway are the configured
+``journal_dir`` (one process) and its ``worker-<n>`` subdirectories (``--workers``); every start
+takes over the segments of each of them whose lock is free (its owner is dead), so whichever
+process starts next recovers them, however many workers the dead ones were. Segments are deleted
+only in order, oldest first,
 so what remains on disk is always a contiguous tail of history. A line that does not parse (a torn
 write at the end of a segment after a power loss or a full disk) is skipped with a warning.
 Records that the store rejects for good are kept in ``rejected.jsonl`` (never replayed).
@@ -21,6 +25,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +46,7 @@ __all__ = [
     "decode",
     "encode",
     "read_batches",
+    "worker_journal",
 ]
 
 log = logging.getLogger("qiao.usage")
@@ -48,10 +55,58 @@ _PREFIX, _SUFFIX = "usage-", ".jsonl"
 _STATUSES = frozenset(get_args(UsageStatus))
 _OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_WORKER_DIR = re.compile(r"worker-\d+")
+_LOCK_WAIT = 1.0  # seconds: a sibling holds our lock only while it moves our segments
 
 
 class JournalLocked(RuntimeError):
     """Another live process owns this journal directory (each process needs its own)."""
+
+
+def worker_journal(root: str, index: int) -> str:
+    """The journal directory of worker ``index`` under the configured ``journal_dir``. The
+    name is how the other processes find it to recover it: keep the two together."""
+    return os.path.join(root, f"worker-{index}")
+
+
+def _siblings(directory: Path) -> list[Path]:
+    """The other journals of this gateway: the configured root and its worker directories."""
+    root = directory.parent if _WORKER_DIR.fullmatch(directory.name) else directory
+    try:
+        workers = sorted(p for p in root.iterdir() if _WORKER_DIR.fullmatch(p.name) and p.is_dir())
+    except OSError:
+        workers = []
+    return [p for p in (root, *workers) if p != directory]
+
+
+def _segment_files(directory: Path) -> list[tuple[int, Path]]:
+    """(number, path) of the segments in ``directory``, oldest first."""
+    found = []
+    for path in directory.glob(f"{_PREFIX}*{_SUFFIX}"):
+        digits = path.name[len(_PREFIX) : -len(_SUFFIX)]
+        if digits.isdigit():  # else not ours
+            found.append((int(digits), path))
+    return sorted(found)
+
+
+def _try_lock(directory: Path) -> int:
+    """A descriptor holding ``directory``'s flock; raises BlockingIOError if a live process
+    holds it, OSError if it cannot be opened."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -220,25 +275,57 @@ class Journal:
         self._new_entries = False  # a directory entry appeared since the last sync
 
     def open(self) -> None:
-        """Lock the directory, adopt the segments an earlier process left, start a new one."""
+        """Lock the directory, adopt the segments earlier processes left (here and in the
+        sibling journals no live process holds), start a new one."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-            raise JournalLocked(f"usage journal {self.directory} is in use") from None
-        for path in sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}")):
-            digits = path.name[len(_PREFIX) : -len(_SUFFIX)]
-            if not digits.isdigit():
-                continue  # not ours
-            number = int(digits)
-            seg = Segment(number, path, lines=_count_lines(path), size=path.stat().st_size)
-            seg.in_memory, seg.inherited, seg.closed = False, True, True
-            self.segments.append(seg)
+        self._lock()
+        for number, path in _segment_files(self.directory):
+            self._inherit(number, path)
             self._next = number + 1
+        for sibling in _siblings(self.directory):
+            self._adopt(sibling)
         self.rotate((), in_memory=True)
+
+    def _lock(self) -> None:
+        deadline = time.monotonic() + _LOCK_WAIT
+        while True:
+            try:
+                self._lock_fd = _try_lock(self.directory)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise JournalLocked(f"usage journal {self.directory} is in use") from None
+                time.sleep(0.01)
+
+    def _inherit(self, number: int, path: Path) -> None:
+        seg = Segment(number, path, lines=_count_lines(path), size=path.stat().st_size)
+        seg.in_memory, seg.inherited, seg.closed = False, True, True
+        self.segments.append(seg)
+
+    def _adopt(self, sibling: Path) -> None:
+        """Move the segments of ``sibling`` here if its owner is gone (its lock is free), in
+        order, so they are replayed with ours — and by our successor if we die first."""
+        try:
+            fd = _try_lock(sibling)
+        except OSError:  # a live owner (BlockingIOError), or not a journal we can use
+            return
+        moved = 0
+        try:
+            for _, path in _segment_files(sibling):
+                target = self.directory / f"{_PREFIX}{self._next:012d}{_SUFFIX}"
+                os.rename(path, target)  # atomic: each segment is in exactly one journal
+                self._inherit(self._next, target)
+                self._next += 1
+                moved += 1
+            if moved and self._fsync:
+                _fsync_dir(sibling)
+                _fsync_dir(self.directory)
+        except OSError as exc:
+            log.error("usage journal: cannot recover %s: %s", sibling, exc)
+        finally:
+            os.close(fd)
+        if moved:
+            log.info("usage journal: recovering %d segment(s) left in %s", moved, sibling)
 
     def append(self, line: bytes, lines: int = 1) -> Segment | None:
         """Write ``line`` (``lines`` whole lines); the segment it went to, or None if the journal

@@ -151,6 +151,22 @@ class MemoryStore:
             if old is None or codec.settles(str(old["status"]), record.status):
                 self._usage[record.attempt_id] = _copy(codec.usage_row(record))
 
+    async def interrupt_stale(self, started_before: datetime, limit: int) -> int:
+        before = codec.utc(started_before)
+        stale = [
+            row
+            for row in self._usage.values()
+            if row["status"] == "pending"
+            and isinstance(row["started_at"], datetime)
+            and row["started_at"] < before
+        ]
+        stale.sort(key=_usage_order)  # oldest first, like the SQL backend
+        now = self._clock()
+        batch = stale[:limit]
+        for row in batch:
+            row["status"], row["finished_at"] = "interrupted", now
+        return len(batch)
+
     async def list_usage(
         self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]:

@@ -122,3 +122,4 @@ class AuditEntry:
     detail: dict[str, Any] = field(default_factory=dict)
     at: datetime | None = None
     id: int | None = None
+    actor_name: str | None = None  # ``actor`` is an id (names repeat); its name then, for people

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
@@ -34,6 +35,7 @@ from sqlalchemy.types import TypeEngine
 from .codec import MONEY_PLACES, money, sqlite_money, utc
 
 __all__ = [
+    "PENDING",
     "Money",
     "UtcDateTime",
     "audit",
@@ -86,6 +88,10 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+# The rows of attempts still open, for the sweeper: a partial index, so it holds only the
+# attempts in flight (a settled row leaves it) and most rows, settled within one flush of the
+# usage writer, never enter it. Queries must spell the predicate the same way to use it.
+PENDING = text("status = 'pending'")
 Id = String(200)
 
 metadata = MetaData()
@@ -155,6 +161,7 @@ usage = Table(
     Index("ix_usage_started_at", "started_at"),
     Index("ix_usage_key_id_started_at", "key_id", "started_at"),
     # a request's attempts: a range of the primary key ("<request id>.<n>"); see 0002
+    Index("ix_usage_pending", "started_at", sqlite_where=PENDING, postgresql_where=PENDING),
 )
 
 spend = Table(
@@ -170,6 +177,7 @@ audit = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
     Column("actor", String(200), nullable=False),
+    Column("actor_name", String(200), nullable=True),
     Column("action", String(200), nullable=False),
     Column("target", String(400), nullable=False),
     Column("detail", Json, nullable=False),

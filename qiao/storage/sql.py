@@ -284,6 +284,11 @@ class SqlStore:
 
         await self._write(op)
 
+    async def interrupt_stale(self, started_before: datetime, limit: int) -> int:
+        params = {"p_before": started_before, "p_limit": limit, "p_now": self._clock()}
+        stmt = self._sql.interrupt_stale
+        return await self._write(lambda conn: int(conn.execute(stmt, params).rowcount))
+
     async def list_usage(
         self, *, key_id: str | None = None, since: datetime | None = None, limit: int = 1000
     ) -> list[UsageRecord]:
@@ -345,7 +350,7 @@ def _unavailable(exc: DBAPIError) -> bool:
 
 # The newest migration's revision id (a test checks it against the migration scripts): a
 # database already there skips importing Alembic at start-up, which saves ~10 MB of memory.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0004"
 
 
 def _at_head(conn: Connection) -> bool:

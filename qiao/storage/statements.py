@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Table, bindparam, literal_column, or_, select, update
+from sqlalchemy import Integer, Table, bindparam, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import codec
-from .schema import Money, change_version, changes, spend, usage, virtual_keys
+from .schema import Money, UtcDateTime, change_version, changes, spend, usage, virtual_keys
 
 __all__ = ["Statements"]
 
@@ -63,6 +63,29 @@ class Statements:
         if compiled.positiontup != list(codec.USAGE_COLUMNS):
             raise RuntimeError("codec.USAGE_COLUMNS is out of step with the usage table")
         self.write_usage_sqlite = str(compiled)
+        self.interrupt_stale = self._interrupt_stale(pending)
+
+    def _interrupt_stale(self, pending: ColumnElement[str]) -> Executable:
+        """Mark a bounded batch of attempts pending since before ``p_before`` interrupted.
+        The literal ``'pending'`` lets the planner use the partial index ``ix_usage_pending``;
+        the outer re-check keeps a row that settled meanwhile settled; on PostgreSQL nodes
+        sweeping at once skip each other's rows instead of waiting on them."""
+        stale = (
+            select(usage.c.attempt_id)
+            .where(usage.c.status == pending, usage.c.started_at < bindparam("p_before"))
+            .order_by(usage.c.started_at)
+            .limit(bindparam("p_limit", type_=Integer()))
+        )
+        if self.pg:  # a materialized CTE runs once; a subquery may be rescanned past its LIMIT
+            cte = stale.with_for_update(skip_locked=True).cte("stale").prefix_with("MATERIALIZED")
+            batch = select(cte.c.attempt_id).scalar_subquery()
+        else:  # SQLite builds the IN list once (and reports no row count after a WITH)
+            batch = stale.scalar_subquery()
+        return (
+            update(usage)
+            .where(usage.c.attempt_id.in_(batch), usage.c.status == pending)
+            .values(status="interrupted", finished_at=bindparam("p_now", type_=UtcDateTime()))
+        )
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table) if self.pg else sqlite.insert(table)

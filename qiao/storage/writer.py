@@ -223,8 +223,9 @@ class UsageWriter:
 
     async def start(self) -> None:
         """Lock and open the journal (raises :class:`JournalLocked` if another live process has
-        it) and start the writer. Whatever an earlier process left is replayed first, in the
-        background: a database that is down at boot delays the replay, not the gateway."""
+        it) and start the writer. Whatever earlier processes left — here, and in the sibling
+        journals no live process holds (see :mod:`~qiao.storage.journal`) — is replayed first,
+        in the background: a database that is down at boot delays the replay, not the gateway."""
         if self._task is not None:
             return
         self._journal.open()

@@ -35,7 +35,22 @@ def _validate(body: dict[str, Any]) -> str:
 
 
 def _model_object(model: str) -> dict[str, Any]:
-    return {"type": "model", "id": model, "display_name": model, "created_at": _CREATED_AT}
+    """A ``ModelInfo`` with every field the SDK's type has: ``lifecycle`` is required since
+    anthropic 2.14; what Qiao cannot know of an alias (limits, capabilities, the model line,
+    retirement dates) is null, as the API writes unknown values."""
+    return {
+        "type": "model",
+        "id": model,
+        "display_name": model,
+        "created_at": _CREATED_AT,
+        "lifecycle": "active",
+        "capabilities": None,
+        "deprecated_at": None,
+        "line": None,
+        "max_input_tokens": None,
+        "max_tokens": None,
+        "retires_at": None,
+    }
 
 
 class AnthropicSurface(Surface):

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..auth import Principal, credential_from
+from ..auth import Principal
 from ..engine import Engine, require_object
-from ..errors import PermissionDenied, QiaoError, UpstreamStatusError
+from ..errors import QiaoError, UpstreamStatusError
 from ..exchange import Exchange
 from ..jsonutil import loads_strict
 from ..modelname import check_model_name
@@ -104,7 +104,7 @@ class Surface:
             opened = await self.engine.open(ex, rec, routes)
             if ex.stream:
                 return await relay_stream(request, ex, opened, rec)
-            return await relay_body(ex, opened, rec)
+            return await relay_body(request, ex, opened, rec)
         except QiaoError as err:
             return self.error_response(err, rec)
         except asyncio.CancelledError:
@@ -118,15 +118,9 @@ class Surface:
             self.engine.access_log.write(rec, time.perf_counter())
 
     def authenticate(self, request: web.Request, rec: RequestRecord) -> Principal:
-        principal = self.engine.keys.authenticate(credential_from(request.headers, request.query))
-        rec.key = principal.name
-        rec.key_id = principal.scope_id
-        rec.team_id = principal.team_id
-        if not principal.allows_ip(request.remote):
-            raise PermissionDenied(
-                "This key may not be used from this address.", code="ip_not_allowed"
-            )
-        return principal
+        return self.engine.keys.authenticate_request(
+            request.headers, request.query, request.remote, rec
+        )
 
     async def simple(
         self, request: web.Request, produce: Callable[[Principal, RequestRecord], web.Response]

@@ -32,6 +32,7 @@ from .openai_upstream import (
     _Ctx,
     fragments,
     mask_key,
+    named_first,
     pieces,
     reply_for,
     sse,
@@ -48,6 +49,8 @@ SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 ROLES = ("user", "assistant", "system")
 MESSAGES, COUNT_TOKENS = "/v1/messages", "/v1/messages/count_tokens"
 MALFORMED_EVENT = b"event: content_block_delta\ndata: {not json\n\n"
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search"}  # the one server tool known
+SEARCH_RESULT_URL = "https://example.com/fake-search-result"
 _OPENAI_HEADERS = ("x-request-id", "openai-version", "openai-processing-ms", "openai-organization")
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request."),
@@ -157,7 +160,29 @@ def validate(path: str, body: Any, version: str) -> str | None:
         for name in SAMPLING_PARAMS:
             if name in body:
                 return f"{name}: Extra inputs are not permitted"
-    return None
+    return validate_tools(body.get("tools"))
+
+
+def validate_tools(tools: Any) -> str | None:
+    """Custom tools need a name and an input_schema; of the server tools only web search is
+    known here; names must be unique (the real API's 400 messages)."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        return "tools: Input should be a valid list"
+    for i, tool in enumerate(tools):
+        kind = tool.get("type", "custom") if isinstance(tool, dict) else None
+        if kind == "custom" and not isinstance(tool.get("input_schema"), dict):
+            return f"tools.{i}.custom.input_schema: Field required"
+        if kind == WEB_SEARCH["type"] and tool.get("name") != WEB_SEARCH["name"]:
+            return f"tools.{i}.{kind}.name: Input should be 'web_search'"
+        if kind not in ("custom", WEB_SEARCH["type"]):
+            return (
+                f"tools.{i}: Input tag '{kind}' found using 'type' does not match any of the "
+                f"expected tags: 'custom', '{WEB_SEARCH['type']}'"
+            )
+    names = [t.get("name") for t in tools]
+    return "tools: Tool names must be unique." if len(set(names)) != len(names) else None
 
 
 # ---------------------------------------------------------------------------- messages
@@ -174,14 +199,15 @@ class Plan:
     output_tokens: int
 
 
-def pick_tool(tools: Any, choice: Any) -> tuple[str, Json] | None:
-    """(name, input_schema) of the custom tool to call, honouring tool_choice none/tool."""
+def pick_tool(tools: Any, choice: Any, text: str = "") -> tuple[str, Json] | None:
+    """(name, input_schema) of the custom tool to call, honouring tool_choice none/tool; the one
+    the user's text names, else the first."""
     if not isinstance(tools, list) or (isinstance(choice, dict) and choice.get("type") == "none"):
         return None
-    custom = [
+    custom = named_first([
         t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
         and isinstance(t.get("input_schema"), dict)
-    ]  # fmt: skip
+    ], text)  # fmt: skip
     if isinstance(choice, dict) and choice.get("type") == "tool":
         custom = [t for t in custom if t["name"] == choice.get("name")] or custom
     return (custom[0]["name"], custom[0]["input_schema"]) if custom else None
@@ -213,8 +239,13 @@ def plan_message(body: Json, rid: int) -> Plan:
         thought_words = words(thought)  # billed even when the display is omitted
     else:
         thought_words = 0
-    tool = pick_tool(body.get("tools"), body.get("tool_choice"))
-    if tool:
+    tool = pick_tool(body.get("tools"), body.get("tool_choice"), last)
+    if "search" in last and has_web_search(body.get("tools")):
+        blocks += web_search_blocks(last, rid)
+        text, stop, seq = _reply_text(body, last)
+        blocks.append({"type": "text", "text": text, "citations": [citation()]})
+        out = words(text)
+    elif tool:
         args = tool_arguments(tool[1], last)
         blocks.append(
             {"type": "tool_use", "id": f"toolu_fake{rid}", "name": tool[0]}
@@ -228,13 +259,41 @@ def plan_message(body: Json, rid: int) -> Plan:
     return Plan(blocks, stop, seq, input_tokens(body), out + thought_words)
 
 
-def usage(inp: int, out: int) -> Json:
+def has_web_search(tools: Any) -> bool:
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and t.get("type") == WEB_SEARCH["type"] for t in tools
+    )
+
+
+def web_search_blocks(query: str, rid: int) -> list[Json]:
+    """What Anthropic's web search puts before its answer: the search and its results."""
+    result = {"type": "web_search_result", "url": SEARCH_RESULT_URL, "title": "Fake result"}
+    result |= {"encrypted_content": "ZmFrZQ==", "page_age": "April 1, 2026"}
+    call = {"type": "server_tool_use", "id": f"srvtoolu_fake{rid}", "name": "web_search"}
+    return [
+        call | {"input": {"query": query}},
+        {"type": "web_search_tool_result", "tool_use_id": call["id"], "content": [result]},
+    ]
+
+
+def citation() -> Json:
     return {
+        "type": "web_search_result_location",
+        "url": SEARCH_RESULT_URL,
+        "title": "Fake result",
+        "encrypted_index": "ZmFrZQ==",
+        "cited_text": "fake",
+    }
+
+
+def usage(inp: int, out: int, searches: int = 0) -> Json:
+    body: Json = {
         "input_tokens": inp,
         "output_tokens": out,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
     }
+    return body | ({"server_tool_use": {"web_search_requests": searches}} if searches else {})
 
 
 def message_object(body: Json, rid: int, plan: Plan) -> Json:
@@ -246,8 +305,12 @@ def message_object(body: Json, rid: int, plan: Plan) -> Json:
         "content": plan.blocks,
         "stop_reason": plan.stop_reason,
         "stop_sequence": plan.stop_sequence,
-        "usage": usage(plan.input_tokens, plan.output_tokens),
+        "usage": usage(plan.input_tokens, plan.output_tokens, searches(plan)),
     }
+
+
+def searches(plan: Plan) -> int:
+    return sum(b["type"] == "server_tool_use" for b in plan.blocks)
 
 
 def _block_events(index: int, block: Json) -> list[Json]:
@@ -257,13 +320,16 @@ def _block_events(index: int, block: Json) -> list[Json]:
         deltas = [{"type": "thinking_delta", "thinking": p} for p in pieces(block["thinking"])]
         deltas = [d for d in deltas if d["thinking"]]
         deltas.append({"type": "signature_delta", "signature": block["signature"]})
-    elif block["type"] == "tool_use":
+    elif block["type"] in ("tool_use", "server_tool_use"):
         start = block | {"input": {}}
         args = orjson.dumps(block["input"]).decode()
         deltas = [{"type": "input_json_delta", "partial_json": f} for f in ["", *fragments(args)]]
+    elif block["type"] == "web_search_tool_result":
+        start, deltas = block, []
     else:
         start = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": p} for p in pieces(block["text"])]
+        deltas = [{"type": "citations_delta", "citation": c} for c in block.get("citations", [])]
+        deltas += [{"type": "text_delta", "text": p} for p in pieces(block["text"])]
     where = {"index": index}
     return [
         {"type": "content_block_start"} | where | {"content_block": start},
@@ -287,7 +353,7 @@ def stream_events(body: Json, rid: int) -> list[Json]:
     delta = {"stop_reason": plan.stop_reason, "stop_sequence": plan.stop_sequence}
     events.append(
         {"type": "message_delta", "delta": delta}
-        | {"usage": usage(plan.input_tokens, plan.output_tokens)}
+        | {"usage": usage(plan.input_tokens, plan.output_tokens, searches(plan))}
     )
     events.append({"type": "message_stop"})
     return events

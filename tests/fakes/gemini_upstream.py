@@ -38,6 +38,7 @@ from .openai_upstream import (
     _Ctx,
     embedding_vector,
     mask_key,
+    named_first,
     pieces,
     reply_for,
     tool_arguments,
@@ -69,6 +70,8 @@ _STATUS: dict[int, tuple[str, str]] = {
     503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
     504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
 }  # fmt: skip
+TOOL_MIX = "Tool use with function calling is unsupported"
+SEARCH_RESULT_URL = "https://example.com/fake-search-result"
 _NO_KEY = ("Method doesn't allow unregistered callers (callers without established identity). "
            "Please use API Key or other form of API consumer identity to call this API.")  # fmt: skip
 _NO_SIGNATURE = (
@@ -177,8 +180,9 @@ def function_args(schema: Any, text: str) -> Json:
     return args
 
 
-def pick_function(body: Json) -> tuple[str, Json] | None:
-    """(name, schema) of the declared function to call, unless calling mode is NONE."""
+def pick_function(body: Json, text: str = "") -> tuple[str, Json] | None:
+    """(name, schema) of the declared function to call, unless calling mode is NONE: the one
+    the user's text names, else the first."""
     config = get(get(body, "toolConfig"), "functionCallingConfig") or {}
     if str(get(config, "mode") or "AUTO").upper() == "NONE":
         return None
@@ -189,7 +193,7 @@ def pick_function(body: Json) -> tuple[str, Json] | None:
         if isinstance(d, dict) and isinstance(d.get("name"), str)
     ]
     allowed = get(config, "allowedFunctionNames") or []
-    decls = [d for d in decls if d["name"] in allowed] or decls
+    decls = named_first([d for d in decls if d["name"] in allowed] or decls, text)
     if not decls:
         return None
     schema = get(decls[0], "parametersJsonSchema") or get(decls[0], "parameters") or {}
@@ -201,6 +205,9 @@ def validate(body: Json, require_signatures: bool) -> str | None:
     contents = contents_of(body)
     if not contents:
         return "* GenerateContentRequest.contents: contents is not specified\n"
+    tools = [t for t in get(body, "tools") or [] if isinstance(t, dict)]
+    if has_search(body) and any(get(t, "functionDeclarations") for t in tools):
+        return TOOL_MIX  # Gemini 2.x: search grounding and function calling exclude each other
     for i, content in enumerate(contents):
         for j, part in enumerate(parts_of(content)):
             for key in part:
@@ -232,6 +239,7 @@ class _Candidate:
     index: int
     parts: list[Json]
     finish: str
+    grounding: Json | None = None
 
 
 def _limit(text: str, stops: Any, limit: Any) -> tuple[str, str]:
@@ -249,7 +257,7 @@ def plan(body: Json, rid: int) -> list[_Candidate]:
     user = [parts_text(parts_of(c)) for c in contents if _is_user_text(c)]
     last = user[-1] if user else ""
     tool_result = bool(contents) and any(get(p, "functionResponse") for p in parts_of(contents[-1]))
-    tool = None if tool_result else pick_function(body)
+    tool = None if tool_result or searching(body, last) else pick_function(body, last)
     config = get(body, "generationConfig") or {}
     thinking = bool(get(get(config, "thinkingConfig"), "includeThoughts"))
     stops, limit = get(config, "stopSequences"), get(config, "maxOutputTokens")
@@ -264,8 +272,31 @@ def plan(body: Json, rid: int) -> list[_Candidate]:
         else:
             text, finish = _limit(reply_for(last) + (f" ({i})" if i else ""), stops, limit)
             parts += [{"text": text}] if text else []
-        candidates.append(_Candidate(i, parts, finish))
+        candidates.append(
+            _Candidate(i, parts, finish, grounding(last) if searching(body, last) else None)
+        )
     return candidates
+
+
+def has_search(body: Json) -> bool:
+    return any(isinstance(t, dict) and "googleSearch" in t for t in get(body, "tools") or [])
+
+
+def searching(body: Json, last: str) -> bool:
+    """Whether the fake grounds this answer in a (pretend) Google search."""
+    return "search" in last and has_search(body)
+
+
+def grounding(query: str) -> Json:
+    """The candidate's ``groundingMetadata`` of a searched answer (a trimmed real one)."""
+    chunk = {"web": {"uri": SEARCH_RESULT_URL, "title": "example.com"}}
+    support = {"segment": {"startIndex": 0, "endIndex": 4, "text": "echo"}}
+    return {
+        "webSearchQueries": [query],
+        "groundingChunks": [chunk],
+        "groundingSupports": [support | {"groundingChunkIndices": [0]}],
+        "searchEntryPoint": {"renderedContent": "<div>fake</div>"},
+    }
 
 
 def usage_metadata(prompt: int, parts: list[Json]) -> Json:
@@ -278,9 +309,12 @@ def usage_metadata(prompt: int, parts: list[Json]) -> Json:
     return usage | ({"thoughtsTokenCount": thoughts} if thoughts else {})
 
 
-def _candidate(index: int, parts: list[Json], finish: str | None) -> Json:
+def _candidate(
+    index: int, parts: list[Json], finish: str | None, grounding: Json | None = None
+) -> Json:
     content = {"parts": parts, "role": "model"} if parts else {"role": "model"}
-    return {"content": content} | ({"finishReason": finish} if finish else {}) | {"index": index}
+    out = {"content": content} | ({"finishReason": finish} if finish else {})
+    return out | ({"groundingMetadata": grounding} if grounding else {}) | {"index": index}
 
 
 def _envelope(candidates: list[Json], usage: Json, model: str, rid: int) -> Json:
@@ -290,7 +324,7 @@ def _envelope(candidates: list[Json], usage: Json, model: str, rid: int) -> Json
 
 def generate_response(body: Json, model: str, rid: int) -> Json:
     planned = plan(body, rid)
-    candidates = [_candidate(c.index, c.parts, c.finish) for c in planned]
+    candidates = [_candidate(c.index, c.parts, c.finish, c.grounding) for c in planned]
     usage = usage_metadata(prompt_tokens(body), [p for c in planned for p in c.parts])
     return _envelope(candidates, usage, model, rid)
 
@@ -298,7 +332,9 @@ def generate_response(body: Json, model: str, rid: int) -> Json:
 def stream_chunks(body: Json, model: str, rid: int) -> list[Json]:
     """Partial GenerateContentResponses: text split by word, thought / functionCall whole."""
     steps: list[tuple[int, Json | None, str | None]] = []
+    grounded = {}
     for c in plan(body, rid):
+        grounded[c.index] = c.grounding
         items: list[Json | None] = []
         for p in c.parts:
             plain = "text" in p and not p.get("thought")
@@ -310,7 +346,9 @@ def stream_chunks(body: Json, model: str, rid: int) -> list[Json]:
     prompt, sent, chunks = prompt_tokens(body), [], []
     for index, part, finish in steps:
         sent += [part] if part else []
-        cand = _candidate(index, [part] if part else [], finish)
+        cand = _candidate(
+            index, [part] if part else [], finish, grounded[index] if finish else None
+        )
         chunks.append(_envelope([cand], usage_metadata(prompt, sent), model, rid))
     return chunks
 

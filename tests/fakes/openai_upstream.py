@@ -185,12 +185,21 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-def _pick_tool(tools: Any, choice: Any) -> tuple[str, Json] | None:
+def named_first(tools: list[Json], text: str) -> list[Json]:
+    """``tools`` with the first one whose name the user's text mentions moved to the front
+    (a test steers which tool the fake calls by naming it)."""
+    hit = next((t for t in tools if t["name"] and t["name"] in text), None)
+    return tools if hit is None else [hit, *(t for t in tools if t is not hit)]
+
+
+def _pick_tool(tools: Any, choice: Any, text: str = "") -> tuple[str, Json] | None:
     """(name, parameters) of the tool to call; handles chat (nested) and responses (flat)."""
     if not isinstance(tools, list) or not tools or choice == "none":
         return None
     funcs = [t.get("function", t) for t in tools if isinstance(t, dict)]
-    funcs = [f for f in funcs if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    funcs = named_first(
+        [f for f in funcs if isinstance(f, dict) and isinstance(f.get("name"), str)], text
+    )
     if isinstance(choice, dict):
         wanted = (choice.get("function") or choice).get("name")
         funcs = [f for f in funcs if f["name"] == wanted] or funcs
@@ -239,7 +248,7 @@ def plan_chat(body: Json, rid: int) -> tuple[list[_Choice], Json]:
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     user = [content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     last = user[-1] if user else ""
-    tool = _pick_tool(body.get("tools"), body.get("tool_choice"))
+    tool = _pick_tool(body.get("tools"), body.get("tool_choice"), last)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     choices = []
     for i in range(int(body.get("n") or 1)):
@@ -409,7 +418,7 @@ def responses_output(body: Json, rid: int) -> tuple[list[Json], Json]:
     part = {"type": "output_text", "text": reply, "annotations": [], "logprobs": []}
     msg = {"type": "message", "id": f"msg_fake{rid}", "status": "completed", "role": "assistant"}
     output: list[Json] = [msg | {"content": [part]}]
-    tool = _pick_tool(body.get("tools"), body.get("tool_choice"))
+    tool = _pick_tool(body.get("tools"), body.get("tool_choice"), last)
     if tool:
         args = tool_arguments(tool[1], last)
         output.append(

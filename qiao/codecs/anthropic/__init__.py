@@ -45,6 +45,12 @@ Encoding a canonical request for an Anthropic upstream:
   text blocks); an assistant turn left empty; ``tool_choice`` when there are no tools;
   **reasoning without a signature** (Anthropic rejects unsigned ``thinking`` blocks; redacted
   reasoning is sent as ``redacted_thinking``).
+* ``Request.web_search`` (a client's built-in search, e.g. Codex's) -> the server tool
+  ``{"type": "web_search_20250305", "name": "web_search"}`` with ``allowed_domains`` and an
+  approximate ``user_location``; left out when a client function is itself named
+  ``web_search`` (Anthropic refuses two tools of one name). Whether a target gets it at all is
+  :mod:`qiao.plan`'s call. Its ``server_tool_use`` / ``web_search_tool_result`` answer blocks
+  and text ``citations`` are skipped when decoding: the client gets the answer's text.
 * ``max_tokens`` None -> 4096 (``DEFAULT_MAX_TOKENS``); ``temperature`` clamped to 1.0;
   ``temperature`` / ``top_p`` / ``top_k`` otherwise forwarded (the provider adapter strips them
   for anthropic-version 2026-10-21).

@@ -99,6 +99,15 @@ class ToolParam(TypedDict):
     strict: NotRequired[bool]
 
 
+class WebSearchToolParam(TypedDict):
+    """Anthropic's own web search, a server tool (it runs the searches itself)."""
+
+    type: Literal["web_search_20250305"]
+    name: Literal["web_search"]
+    allowed_domains: NotRequired[list[str]]
+    user_location: NotRequired[dict[str, str]]
+
+
 class ToolChoiceParam(TypedDict):
     type: Literal["auto", "any", "none", "tool"]
     name: NotRequired[str]
@@ -129,7 +138,7 @@ class MessagesRequest(TypedDict):
     max_tokens: int
     messages: list[MessageParam]
     system: NotRequired[list[TextBlock]]
-    tools: NotRequired[list[ToolParam]]
+    tools: NotRequired[list[ToolParam | WebSearchToolParam]]
     tool_choice: NotRequired[ToolChoiceParam]
     thinking: NotRequired[ThinkingParam]
     output_config: NotRequired[OutputConfig]

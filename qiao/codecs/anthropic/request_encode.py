@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
-from ...canonical import Message, Request, ResponseFormat, Text, Tool, ToolChoice
+from ...canonical import Message, Request, ResponseFormat, Text, Tool, ToolChoice, WebSearch
 from ...errors import InvalidRequest
 from ._wire import (
     Block,
@@ -19,6 +19,7 @@ from ._wire import (
     ThinkingParam,
     ToolChoiceParam,
     ToolParam,
+    WebSearchToolParam,
 )
 from .blocks import request_block, text_block
 
@@ -58,6 +59,8 @@ EFFORT_BUDGET = {
 EFFORT_OFF = "none"  # OpenAI reasoning_effort "none" -> thinking disabled
 MAX_TEMPERATURE = 1.0  # Anthropic's range is 0..1; larger values are clamped
 THINKING_MIN_TOP_P = 0.95  # with thinking on Anthropic accepts top_p only in 0.95..1
+WEB_SEARCH_TYPE: Literal["web_search_20250305"] = "web_search_20250305"
+WEB_SEARCH_NAME: Literal["web_search"] = "web_search"  # a function of that name wins
 
 _TOOL_CHOICE: dict[str, Literal["auto", "any", "none", "tool"]] = {
     "auto": "auto",
@@ -76,8 +79,11 @@ def encode_request(req: Request, model: str) -> dict[str, Any]:
     system = [text_block(t) for t in [*req.system, *leading] if t.text]
     if system:
         body["system"] = system
-    if req.tools:
-        body["tools"] = [_tool(t) for t in req.tools]
+    tools: list[ToolParam | WebSearchToolParam] = [_tool(t) for t in req.tools]
+    if req.web_search is not None and not any(t.name == WEB_SEARCH_NAME for t in req.tools):
+        tools.append(_web_search(req.web_search))
+    if tools:
+        body["tools"] = tools
         if req.tool_choice is not None:
             body["tool_choice"] = _tool_choice(req.tool_choice)
     if thinking is not None:
@@ -156,6 +162,15 @@ def _tool(tool: Tool) -> ToolParam:
         out["description"] = tool.description
     if tool.strict is not None:
         out["strict"] = tool.strict
+    return out
+
+
+def _web_search(search: WebSearch) -> WebSearchToolParam:
+    out = WebSearchToolParam(type=WEB_SEARCH_TYPE, name=WEB_SEARCH_NAME)
+    if search.allowed_domains:
+        out["allowed_domains"] = list(search.allowed_domains)
+    if search.user_location:
+        out["user_location"] = {"type": "approximate", **search.user_location}
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from ...canonical import Choice, Message, Part, Reasoning, Response, Text, ToolCall
+from ...canonical import Choice, Message, Part, Reasoning, Request, Response, Text, ToolCall
 from . import _check as check
 from ._maps import STOP_REASON_IN, stop_reason_out, usage_in, usage_out
 from ._wire import Block, MessageBody
@@ -21,8 +21,8 @@ def message_id(canonical_id: str) -> str:
     return canonical_id if canonical_id.startswith(ID_PREFIX) else ID_PREFIX + canonical_id
 
 
-def encode_response(resp: Response) -> dict[str, Any]:
-    """Only choice 0 is sent (Anthropic has no ``n``)."""
+def encode_response(resp: Response, request: Request | None = None) -> dict[str, Any]:
+    """Only choice 0 is sent (Anthropic has no ``n``); ``request`` is not needed."""
     choice = next((c for c in resp.choices if c.index == 0), None)
     parts = choice.message.parts if choice is not None else []
     reason = choice.finish_reason if choice is not None else "stop"

@@ -42,7 +42,10 @@ Rules when a canonical request is encoded for a Gemini upstream:
   ``Tool.strict``; ``ToolChoice.parallel``; ``ResponseFormat.name``/``strict``; ``user``;
   ``metadata``; ``stream``/``stream_usage`` (the URL says it; Gemini always streams usage);
   ``Message.name``.
-* mapped: leading system messages join ``systemInstruction``; a later one becomes a user turn
+* mapped: ``Request.web_search`` → a ``{"googleSearch": {}}`` tool (grounding; its
+  ``groundingMetadata`` is not read back; :mod:`qiao.plan` keeps it from requests with
+  functions, which Gemini refuses to mix with search); leading system messages join
+  ``systemInstruction``; a later one becomes a user turn
   ``"System: …"`` in place (Gemini has no mid-conversation system role; its position matters
   more than its authority); tool results → ``functionResponse`` parts in a user turn (response =
   the JSON object the text holds, else ``{"result": text}``; ``is_error`` → ``{"error":

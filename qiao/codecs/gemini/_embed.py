@@ -9,8 +9,10 @@ embeddings: only these two protocols have them, so this one pair is translated d
   means base64 of little-endian float32.
 
 Refused: token-id inputs (Gemini embeds text only), non-text Gemini parts, and a Gemini batch
-whose requests ask for different dimensions. Dropped: OpenAI ``user``; Gemini ``taskType`` and
-``title`` (OpenAI has neither); several text parts of one Gemini content are joined by newlines.
+whose requests ask for different dimensions. A batch google-genai folded into one request only
+because an alias looked like a multimodal embedder is unfolded (:func:`unfold_sdk_batch`).
+Dropped: OpenAI ``user``; Gemini ``taskType`` and ``title`` (OpenAI has neither); several text
+parts of one Gemini content are joined by newlines.
 """
 
 from __future__ import annotations
@@ -130,6 +132,47 @@ def _content_text(req: Node) -> str:
             raise part.fail("", "must be a text part (Qiao embeds text only)")
         texts.append(text)
     return "\n".join(texts)
+
+
+# ----------------------------------------------------------------------------- SDK folding
+
+SDK_LABEL: Final = "google-genai-sdk/"  # in the x-goog-api-client header of google-genai
+_TEXT_EMBEDDERS: Final = ("gemini-embedding-001", "gemini-embedding-exp")
+
+
+def sdk_folds(model: str) -> bool:
+    """Whether google-genai takes ``model`` for a multimodal embedder (gemini-embedding-2 on)
+    and so folds ``embed_content(contents=[a, b])`` into ONE content with a part per input,
+    which Gemini embeds as one vector. Its rule (3.6.1), on the name the client uses: any id
+    containing "gemini" but gemini-embedding-001 / -exp."""
+    model_id = model.rsplit("/", 1)[-1]
+    return "gemini" in model_id and not model_id.startswith(_TEXT_EMBEDDERS)
+
+
+def unfold_sdk_batch(
+    body: dict[str, object], alias: str, upstream: str, client: str
+) -> dict[str, object] | None:
+    """The batch google-genai meant, or None when there is nothing to undo.
+
+    An alias such as ``emb-gemini`` in front of gemini-embedding-001 makes the SDK fold a
+    list of inputs into one request (see :func:`sdk_folds`); called by the upstream's name it
+    would have sent one request per input. So when the SDK (``client`` is the
+    x-goog-api-client header) folded for the alias but would not for ``upstream``, a lone
+    request of several text parts becomes one request per part: one vector per input again.
+    """
+    if SDK_LABEL not in client or not sdk_folds(alias) or sdk_folds(upstream):
+        return None
+    requests = body.get("requests")
+    if not isinstance(requests, list) or len(requests) != 1 or not isinstance(requests[0], dict):
+        return None
+    request, content = requests[0], requests[0].get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(content, dict) or not isinstance(parts, list) or len(parts) < 2:
+        return None
+    if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts):
+        return None
+    unfolded = [{**request, "content": {**content, "parts": [p]}} for p in parts]
+    return {**body, "requests": unfolded}
 
 
 # ----------------------------------------------------------------------------- responses

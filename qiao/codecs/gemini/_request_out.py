@@ -42,8 +42,9 @@ class GFunctionDeclaration(TypedDict, total=False):
     parametersJsonSchema: dict[str, object]
 
 
-class GTool(TypedDict):
+class GTool(TypedDict, total=False):
     functionDeclarations: list[GFunctionDeclaration]
+    googleSearch: dict[str, object]  # Gemini's own search (grounding); it takes no options
 
 
 class GFunctionCallingConfig(TypedDict, total=False):
@@ -81,6 +82,8 @@ def encode_request(req: Request, model: str) -> dict[str, object]:
             body["toolConfig"] = _tool_config(req.tool_choice)
     elif req.tool_choice is not None and req.tool_choice.mode in ("required", "tool"):
         raise InvalidRequest("tool_choice requires a tool but no tools are given", param="tools")
+    if req.web_search is not None:
+        body.setdefault("tools", []).append(GTool(googleSearch={}))
     gen = _generation(req, model)
     if gen:
         body["generationConfig"] = gen

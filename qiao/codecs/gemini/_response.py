@@ -9,7 +9,7 @@ from typing import Final, TypedDict
 
 import orjson
 
-from ...canonical import Choice, FinishReason, Message, Part, Response, ToolCall
+from ...canonical import Choice, FinishReason, Message, Part, Request, Response, ToolCall
 from ...errors import QiaoError, UpstreamProtocolError
 from ._common import FINISH_OUT, GUsage, Node, error_payload, finish_in, usage_in, usage_out
 from ._parts_in import IdMaker, answer_parts
@@ -34,7 +34,8 @@ class GResponse(TypedDict, total=False):
 # ----------------------------------------------------------------------------- client role
 
 
-def encode_response(resp: Response) -> dict[str, object]:
+def encode_response(resp: Response, request: Request | None = None) -> dict[str, object]:
+    """``request`` (the client's own) is not needed: nothing of it shapes the answer."""
     body = GResponse(
         candidates=[candidate(c.index, c.message.parts, c.finish_reason) for c in resp.choices],
         modelVersion=resp.model,

@@ -7,7 +7,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 import orjson
 
-from ...canonical import Choice, Message, Part, Reasoning, Response, Text, ToolCall
+from ...canonical import Choice, Message, Part, Reasoning, Request, Response, Text, ToolCall
 from ...errors import QiaoError, UpstreamProtocolError
 from ._common import (
     WireToolCall,
@@ -62,8 +62,9 @@ class _Error(TypedDict):
 # ----------------------------------------------------------------------------- client role
 
 
-def encode_response(resp: Response) -> dict[str, Any]:
-    """A canonical answer as a ``chat.completion`` object (protocols.md §2.3)."""
+def encode_response(resp: Response, request: Request | None = None) -> dict[str, Any]:
+    """A canonical answer as a ``chat.completion`` object (protocols.md §2.3); ``request`` is
+    not needed."""
     body: _Completion = {
         "id": chat_id(resp.id),
         "object": "chat.completion",

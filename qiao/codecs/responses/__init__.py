@@ -22,12 +22,17 @@ decode_request (client → canonical)
     (summary texts joined with a blank line, else ``content`` reasoning_text;
     ``encrypted_content`` → ``signature``). Assistant-side items in a row (reasoning,
     assistant messages, function calls) form one assistant message.
-  * ``item_reference`` and other item types (web_search_call, computer_call,
-    custom_tool_call, ...) refused.
-  * Tools: flat function tools (name, description, parameters, strict); any other tool type
-    (web_search, file_search, computer, mcp, ...) refused naming it. ``tool_choice``
-    none/auto/required/{type: function, name}; others refused. ``parallel_tool_calls`` →
-    ``ToolChoice.parallel``.
+  * ``web_search_call`` items dropped (a search OpenAI ran; its findings are in the assistant
+    text after it); ``item_reference`` and other item types (computer_call,
+    custom_tool_call, ...) refused. A ``function_call`` with a ``namespace`` goes by its flat
+    name (below).
+  * Tools (:mod:`._tools`): function tools (name, description, parameters, strict);
+    ``namespace`` tools (Codex) flattened to functions named ``<namespace>__<name>`` (within
+    every provider's name rules, collisions hashed), the mapping in
+    ``Request.tool_namespaces``; ``web_search`` → ``Request.web_search`` (domains, location);
+    any other tool type (file_search, computer, mcp, custom, ...) refused naming it.
+    ``tool_choice`` none/auto/required/{type: function, name, namespace?}; others refused.
+    ``parallel_tool_calls`` → ``ToolChoice.parallel``.
   * ``max_output_tokens`` → max_tokens; temperature, top_p; ``text.format`` (json_schema flat:
     name, schema, strict / json_object / text) → ResponseFormat; ``reasoning.effort`` →
     ``ReasoningConfig(enabled=True, effort)``, "none" → ``enabled=False``;
@@ -50,7 +55,9 @@ encode_response / StreamEncoder (canonical → client)
     ``function_call`` item (``fc_…``, status completed). A ToolCall signature (Gemini) has no
     field on a function_call item, so it travels in a reasoning item just before the call
     with ``encrypted_content`` ``"qiao-call-signature:<sig>"``, and is put back on the next
-    function_call when the client returns the history. Images/documents in answers dropped.
+    function_call when the client returns the history. A call of a namespaced function is
+    named as declared (``namespace`` + ``name``); ``encode_response`` needs the client's
+    request for that. Images/documents in answers dropped.
   * Finish "length" → status ``incomplete`` with ``incomplete_details.reason``
     ``max_output_tokens``; "content_filter" → incomplete / ``content_filter``; "error" →
     ``failed`` with ``error.code`` server_error; otherwise ``completed``.

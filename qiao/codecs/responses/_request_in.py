@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from ...canonical import (
     Document,
@@ -14,9 +14,7 @@ from ...canonical import (
     Request,
     ResponseFormat,
     Text,
-    Tool,
     ToolCall,
-    ToolChoice,
     ToolResult,
 )
 from ...errors import InvalidRequest
@@ -31,6 +29,7 @@ from ..openai_chat._check import (
 )
 from ..openai_chat._common import json_text, parse_data_url
 from ._common import CALL_SIGNATURE, REDACTED
+from ._tools import ToolNames, decode_tools, tool_choice
 
 __all__ = ["DROPPED", "REFUSED", "decode_request"]
 
@@ -66,11 +65,6 @@ DROPPED = frozenset(
     }
 )
 _INERT: tuple[object, ...] = (None, False, 0, {}, [], "")
-_TOOL_MODES: dict[str, Literal["none", "auto", "required"]] = {
-    "none": "none",
-    "auto": "auto",
-    "required": "required",
-}
 _SYSTEM_ROLES = ("system", "developer")
 
 
@@ -91,15 +85,16 @@ def decode_request(
     instructions = get_str(body, "instructions", "instructions")
     if instructions:
         system.append(Text(instructions))
-    messages = _Items(system).decode(body.get("input"))
+    tools, web_search, names = decode_tools(body)
+    messages = _Items(system, names).decode(body.get("input"))
     wants_stream = get_bool(body, "stream", "stream") if stream is None else stream
     text = get_dict(body, "text", "text") or {}
     request = Request(
         model=model or require_str(body, "model", "model"),
         messages=messages,
         system=system,
-        tools=_tools(body),
-        tool_choice=_tool_choice(body),
+        tools=tools,
+        tool_choice=tool_choice(body, names),
         max_tokens=get_int(body, "max_output_tokens", "max_output_tokens", minimum=1),
         temperature=get_number(body, "temperature", "temperature"),
         top_p=get_number(body, "top_p", "top_p"),
@@ -110,6 +105,8 @@ def decode_request(
         user=get_str(body, "safety_identifier", "safety_identifier")
         or get_str(body, "user", "user"),
         metadata=get_dict(body, "metadata", "metadata"),
+        web_search=web_search,
+        tool_namespaces=names.origins or None,
     )
     return request
 
@@ -122,8 +119,9 @@ class _Items:
     assistant messages, function calls) form one assistant message; leading system/developer
     messages go to ``Request.system``."""
 
-    def __init__(self, system: list[Text]) -> None:
+    def __init__(self, system: list[Text], names: ToolNames) -> None:
         self.system = system
+        self.names = names
         self.messages: list[Message] = []
         self.call_signature: str | None = None
 
@@ -147,9 +145,11 @@ class _Items:
             self._message(item, param)
         elif kind == "function_call":
             arguments = item.get("arguments")
+            name = require_str(item, "name", f"{param}.name")
+            namespace = get_str(item, "namespace", f"{param}.namespace")
             call = ToolCall(
                 id=require_str(item, "call_id", f"{param}.call_id"),
-                name=require_str(item, "name", f"{param}.name"),
+                name=self.names.flat(namespace, name) if namespace else name,
                 arguments=arguments
                 if isinstance(arguments, str)
                 else "{}"
@@ -167,6 +167,8 @@ class _Items:
             self.messages.append(Message("tool", [result]))
         elif kind == "reasoning":
             self._reasoning(item, param)
+        elif kind == "web_search_call":
+            pass  # a search OpenAI ran: what it found is in the assistant text that follows
         elif kind == "item_reference":
             raise InvalidRequest(
                 f"'{param}' is an item_reference, which needs server-side state: this gateway "
@@ -177,7 +179,7 @@ class _Items:
         else:
             raise InvalidRequest(
                 f"'{param}.type' {kind!r} cannot be translated: only messages, function_call, "
-                "function_call_output and reasoning items can.",
+                "function_call_output, reasoning and web_search_call items can.",
                 param=f"{param}.type",
                 code="unsupported_parameter",
             )
@@ -332,59 +334,6 @@ def _output(value: object, param: str) -> list[Text | Image | Document]:
     if not isinstance(value, list):
         raise InvalidRequest(f"'{param}' must be a string or an array of parts.", param=param)
     return [_part(p, f"{param}[{j}]") for j, p in enumerate(value)]
-
-
-# ----------------------------------------------------------------------------- tools
-
-
-def _tools(body: dict[str, Any]) -> list[Tool]:
-    tools = []
-    for i, item in enumerate(get_list(body, "tools", "tools") or []):
-        param = f"tools[{i}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"'{param}' must be an object.", param=param)
-        kind = item.get("type")
-        if kind != "function":
-            raise InvalidRequest(
-                f"'{param}.type' {kind!r} cannot be translated: only function tools can "
-                "(built-in tools such as web_search, file_search or computer run on OpenAI's "
-                "servers).",
-                param=f"{param}.type",
-                code="unsupported_parameter",
-            )
-        tool = Tool(
-            name=require_str(item, "name", f"{param}.name"),
-            description=get_str(item, "description", f"{param}.description"),
-            strict=get_bool(item, "strict", f"{param}.strict"),
-        )
-        parameters = get_dict(item, "parameters", f"{param}.parameters")
-        if parameters is not None:
-            tool.parameters = parameters
-        tools.append(tool)
-    return tools
-
-
-def _tool_choice(body: dict[str, Any]) -> ToolChoice | None:
-    value = body.get("tool_choice")
-    choice: ToolChoice | None
-    if value is None:
-        choice = None
-    elif isinstance(value, str) and value in _TOOL_MODES:
-        choice = ToolChoice(_TOOL_MODES[value])
-    elif isinstance(value, dict) and value.get("type") == "function":
-        choice = ToolChoice("tool", name=require_str(value, "name", "tool_choice.name"))
-    else:
-        raise InvalidRequest(
-            "'tool_choice' must be 'none', 'auto', 'required' or {\"type\": \"function\", "
-            '"name": ...}; other choices (allowed_tools, built-in tools) cannot be translated.',
-            param="tool_choice",
-            code="unsupported_parameter",
-        )
-    parallel = get_bool(body, "parallel_tool_calls", "parallel_tool_calls")
-    if parallel is not None:
-        choice = choice or ToolChoice("auto")
-        choice.parallel = parallel
-    return choice
 
 
 # ----------------------------------------------------------------------------- formats

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...canonical import Reasoning, Response, Text, ToolCall
+from ...canonical import Reasoning, Request, Response, Text, ToolCall
 from ...errors import QiaoError
 from ._common import (
     CALL_SIGNATURE,
@@ -30,8 +30,12 @@ def message_item(mid: str, text: str, status: str) -> dict[str, Any]:
     }
 
 
-def call_item(fid: str, call: ToolCall, status: str) -> dict[str, Any]:
-    return {
+def call_item(
+    fid: str, call: ToolCall, status: str, namespaces: dict[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """A ``function_call`` item; a call of a function the client declared in a namespace is
+    named as declared (``namespace`` + ``name``), not by the flat name the provider saw."""
+    item = {
         "type": "function_call",
         "id": fid,
         "call_id": call.id,
@@ -39,6 +43,10 @@ def call_item(fid: str, call: ToolCall, status: str) -> dict[str, Any]:
         "arguments": call.arguments,
         "status": status,
     }
+    origin = namespaces.get(call.name) if namespaces else None
+    if origin is not None:
+        item["namespace"], item["name"] = origin
+    return item
 
 
 def signature_item(signature: str) -> dict[str, Any]:
@@ -46,9 +54,11 @@ def signature_item(signature: str) -> dict[str, Any]:
     return reasoning_item(item_id("rs"), "", CALL_SIGNATURE + signature, None)
 
 
-def encode_response(resp: Response) -> dict[str, Any]:
+def encode_response(resp: Response, request: Request | None = None) -> dict[str, Any]:
     """A canonical answer as a ``response`` object (protocols.md §2.8). Only the first choice
-    is kept (the Responses API has no ``n``)."""
+    is kept (the Responses API has no ``n``). ``request``, the client's own, names namespaced
+    calls back and gives the echoed settings."""
+    namespaces = request.tool_namespaces if request is not None else None
     choice = resp.choices[0] if resp.choices else None
     output: list[dict[str, Any]] = []
     texts: list[str] = []
@@ -70,7 +80,7 @@ def encode_response(resp: Response) -> dict[str, Any]:
             flush()
             if part.signature:
                 output.append(signature_item(part.signature))
-            output.append(call_item(item_id("fc"), part, "completed"))
+            output.append(call_item(item_id("fc"), part, "completed", namespaces))
         # images and documents in an answer have no output item here: dropped
     flush()
     status, incomplete, error = status_of(choice.finish_reason if choice is not None else None)
@@ -83,6 +93,7 @@ def encode_response(resp: Response) -> dict[str, Any]:
         usage=resp.usage,
         incomplete=incomplete,
         error=error,
+        request=request,
     )
 
 

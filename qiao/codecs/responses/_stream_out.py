@@ -210,7 +210,7 @@ class StreamEncoder:
             assert item.call is not None
             call = ToolCall(item.call.id, item.call.name, item.text)
             out += self._emit("response.function_call_arguments.done", **ids, arguments=item.text)
-            wire = call_item(item.id, call, "completed")
+            wire = call_item(item.id, call, "completed", self._request.tool_namespaces)
         self._state.output.append(wire)
         return out + self._emit("response.output_item.done", output_index=item.index, item=wire)
 
@@ -287,7 +287,7 @@ class StreamEncoder:
         item = self._open("call", "fc")
         item.call = ToolCall(event.id, event.name, "")
         item.call_index = event.call_index
-        added = call_item(item.id, item.call, "in_progress")
+        added = call_item(item.id, item.call, "in_progress", self._request.tool_namespaces)
         return out + self._emit("response.output_item.added", output_index=item.index, item=added)
 
     def _call_delta(self, event: ToolCallDelta) -> bytes:
