@@ -65,15 +65,21 @@ def qiao_config(
     extra_keys: str = "",
     translate: bool = False,
     memory: bool = False,
+    per_key: bool = False,
 ) -> str:
     """``store``: the temp dir of the SQLite store and usage journal (None: no storage
-    section, for a revision before the store existed); ``memory``: ``memory://`` there."""
+    section, for a revision before the store existed); ``memory``: ``memory://`` there;
+    ``per_key``: let the one bench key hold the whole pool (the open-streams test holds 1,000
+    streams; revisions before ``max_connections_per_key`` do not know the setting)."""
+    pool = "max_connections: 1100"
+    if per_key:
+        pool += "\n    max_connections_per_key: 1100"
     anth = (
         f"""  anth:
     type: anthropic
     base_url: "http://127.0.0.1:{fake_port}"  # no /v1: Qiao appends /v1/messages
     api_key: "{UPSTREAM_KEY}"
-    max_connections: 1100
+    {pool}
 """
         if translate
         else ""
@@ -99,7 +105,7 @@ providers:
     type: openai
     base_url: "http://127.0.0.1:{fake_port}/v1"
     api_key: "{UPSTREAM_KEY}"
-    max_connections: 1100  # default 256; the open-streams test holds 1,000
+    {pool}  # default 256; the open-streams test holds 1,000
 {anth}models:
 {models}keys:
   - {{name: bench, key: "{CLIENT_KEY}", models: ["*"]{key_options}}}
@@ -170,6 +176,7 @@ def make_targets(args: argparse.Namespace, fake_port: int, run_dir: Path) -> lis
             phases = frozenset({"wrk"})
         else:
             store = Path(tempfile.mkdtemp(prefix=f"qiao-bench-{name.replace('+', '-')}-"))
+            kw["per_key"] = True
         if name == "qiao+limits":
             kw["key_options"] = f", {LIMITS}, {BUDGET}"
             kw["extra_keys"] = (
