@@ -174,6 +174,9 @@ def make_targets(args: argparse.Namespace, fake_port: int, run_dir: Path) -> lis
             tenv = {**qenv, "PYTHONPATH": str(src)}
             label = f"Qiao at {sha}"
             phases = frozenset({"wrk"})
+            if "StorageSettings" in (src / "qiao" / "config.py").read_text():
+                # a revision with a store gets its own (never one a newer schema migrated)
+                store = Path(tempfile.mkdtemp(prefix="qiao-bench-rev-"))
         else:
             store = Path(tempfile.mkdtemp(prefix=f"qiao-bench-{name.replace('+', '-')}-"))
             kw["per_key"] = True
