@@ -55,6 +55,8 @@ from .upstream import Deadline, HttpTransport, Transport, UpstreamResponse
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from .policies.redis_spend import RedisSpendLedger
+
 __all__ = ["Engine", "Opened"]
 
 log = logging.getLogger("qiao.engine")
@@ -152,6 +154,7 @@ class Engine:
         longest = max((p.timeouts.total for p in config.providers.values()), default=0.0)
         self.sweeper = PendingSweeper(self.store, older_than=longest + MARGIN)
         self.redis: Redis | None = None
+        self._redis_ledger: RedisSpendLedger | None = None
         self._write_behind: WriteBehindLedger | None = None
         ledger: SpendLedger = self.store
         single_process = os.environ.get("QIAO_WORKER_INDEX") is None
@@ -177,7 +180,9 @@ class Engine:
             # health probe (a slow reply under load is not an outage).
             remote = RedisLimiter.from_url(config.storage.redis_url, timeout=wait)
             limiter = FailoverLimiter(remote, LocalLimiter())
-            ledger = RedisSpendLedger(self.redis, timeout=wait)
+            ledger = self._redis_ledger = RedisSpendLedger(
+                self.redis, timeout=wait, probe_url=config.storage.redis_url
+            )
         self.gate = Gate(limiter, BudgetGuard(ledger), prices, DEFAULT_USD_CNY)
 
     async def start(self) -> None:
@@ -250,6 +255,8 @@ class Engine:
         closer = getattr(self.gate.limiter, "close", None)
         if closer is not None:
             await closer()
+        if self._redis_ledger is not None:
+            self._redis_ledger.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.keysync.stop()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from gateway import Gateway
 from redis.asyncio import BlockingConnectionPool, Redis
+from services import RedisServer
 
 from qiao.policies.budget import (
     EPOCH,
@@ -572,3 +574,74 @@ def test_answer_from_an_unpriced_fallback_is_charged_its_reservation() -> None:
 def budget_gw() -> Iterator[Gateway]:
     with Gateway(GW_CONFIG) as gw:
         yield gw
+
+
+def test_redis_ledger_replies_read_late_by_a_busy_loop_are_not_an_outage(
+    redis_server: object,
+) -> None:
+    """Budgets follow the limiter's rule: a reply read late because our own loop is saturated
+    is waited for (it used to raise StorageUnavailable after 0.25 s: a 500 under load)."""
+    url = redis_server.url  # type: ignore[attr-defined]
+
+    async def main() -> int:
+        client = Redis.from_url(url)
+        ledger = RedisSpendLedger(
+            client, prefix=f"test:{uuid.uuid4().hex}:", timeout=0.05, probe_url=url
+        )
+        start = datetime(2026, 3, 1, tzinfo=UTC)
+        await ledger.reserve_spend("key:a", start, D(1), None)  # connections are open
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 2.0
+
+        def hog() -> None:  # every loop iteration holds the CPU longer than the timeout
+            time.sleep(0.06)
+            if loop.time() < end:
+                loop.call_soon(hog)
+
+        loop.call_soon(hog)
+        calls = [ledger.reserve_spend("key:a", start, D(1), None) for _ in range(100)]
+        done = await asyncio.gather(*calls)
+        ledger.close()
+        await client.aclose()
+        return sum(done)
+
+    assert asyncio.run(main()) == 100
+
+
+def test_unreachable_ledger_refuses_hard_budgets_and_serves_soft_ones() -> None:
+    """Redis down: a key with a hard budget gets 503 ``budget_unavailable`` in its caller's
+    protocol (it used to get aiohttp's plain-text 500), a soft budget is served."""
+    own = RedisServer().start()
+    config = f"""
+providers: {{m: {{type: mock}}}}
+models: {{m: [{{provider: m}}]}}
+keys:
+  - {{name: hard, key: sk-budget-ledger-hard-0123, budget: {{amount: "100000", currency: tokens, period: day}}}}
+  - {{name: soft, key: sk-budget-ledger-soft-0123, budget: {{amount: "100000", currency: tokens, period: day, hard: false}}}}
+storage: {{url: "memory://", redis_url: "{own.url}", redis_timeout: 0.2}}
+"""
+    try:
+        with Gateway(config) as gw:
+            assert chat(gw, "sk-budget-ledger-hard-0123", "m", max_tokens=5)[0] == 200
+            own.close()
+            status, body, headers = chat(gw, "sk-budget-ledger-hard-0123", "m", max_tokens=5)
+            assert status == 503 and body["error"]["code"] == "budget_unavailable"
+            assert headers["Retry-After"] == "2"
+            assert chat(gw, "sk-budget-ledger-soft-0123", "m", max_tokens=5)[0] == 200
+            req = urllib.request.Request(
+                gw.url + "/v1/messages",
+                data=json.dumps(
+                    {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+                ).encode(),
+                headers={
+                    "x-api-key": "sk-budget-ledger-hard-0123",
+                    "anthropic-version": "2023-06-01",
+                    "Content-Type": "application/json",
+                },
+            )
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(req, timeout=30)
+            answer = json.loads(info.value.read())
+            assert answer["type"] == "error" and "budget ledger" in answer["error"]["message"]
+    finally:
+        own.close()

@@ -33,8 +33,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from ..errors import ClientError
+from ..errors import ClientError, Unavailable
 from ..pricing import Money, check_amount, convert
+from ..storage.base import StorageUnavailable
 from ..storage.models import Budget, Currency, Period, Team, VirtualKey
 
 __all__ = [
@@ -87,6 +88,20 @@ def period_end(period: Period, start: datetime) -> datetime | None:
     if period == "total":
         return None
     raise ValueError(f"unknown budget period {period!r}")
+
+
+class BudgetUnavailable(Unavailable):
+    """A hard budget applies but its ledger cannot be reached: refused (503, retry shortly),
+    never served unchecked — an outage must not turn a prepaid quota into an open one."""
+
+    code = "budget_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The budget ledger is unavailable, so this key's budget cannot be checked; "
+            "try again shortly.",
+            retry_after=2,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +239,7 @@ class BudgetGuard:
         self._alerted: dict[str, tuple[datetime, int]] = {}  # soft scope -> (period, percent)
         self._periods: dict[Period, tuple[datetime, datetime | None]] = {}  # start, end
         self._resets: dict[str, int] = {}  # scope -> resets so far (see _held)
+        self._down_logged: datetime | None = None  # when an unreachable ledger was last logged
 
     def reserve_now(
         self, scopes: Sequence[tuple[str, Budget]], max_cost: Charge
@@ -262,12 +278,20 @@ class BudgetGuard:
                 amount = max_cost.amount(budget.currency)
                 start = self._period_start(budget.period, now)
                 if budget.hard:
-                    taken = await self._reserve_upto(scope, start, amount, budget.amount)
+                    try:
+                        taken = await self._reserve_upto(scope, start, amount, budget.amount)
+                    except StorageUnavailable as exc:
+                        self._ledger_down(exc)
+                        raise BudgetUnavailable() from None
                     if taken is None:
                         raise BudgetExceeded(scope, budget, _until_end(budget.period, start, now))
                     amount = taken
                 else:
-                    await self._reserve_soft(scope, budget, start, amount)
+                    try:
+                        await self._reserve_soft(scope, budget, start, amount)
+                    except StorageUnavailable as exc:  # alerts only: serve, say so
+                        self._ledger_down(exc)
+                        continue
                 holds.append(
                     _Hold(scope, budget.currency, start, amount, self._resets.get(scope, 0))
                 )
@@ -275,6 +299,13 @@ class BudgetGuard:
             await self._release(holds)
             raise
         return BudgetTicket(tuple(holds))
+
+    def _ledger_down(self, exc: StorageUnavailable) -> None:
+        """Log an unreachable ledger at most once a minute (it is seen on every request)."""
+        now = self._clock()
+        if self._down_logged is None or now - self._down_logged >= timedelta(minutes=1):
+            self._down_logged = now
+            log.warning("budget ledger unavailable (%s): hard budgets refuse, soft ones serve", exc)
 
     async def _reserve_remaining(
         self, scope: str, start: datetime, amount: Decimal, limit: Decimal

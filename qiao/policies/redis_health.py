@@ -1,5 +1,6 @@
 """Is Redis down, or is our own event loop only busy? The one place where Redis errors and
-timeouts of the rate limiter become :class:`~.limits.LimiterUnavailable`.
+timeouts of the rate limiter become :class:`~.limits.LimiterUnavailable` (and those of the
+budget ledger :class:`~qiao.storage.base.StorageUnavailable`: the same rule serves both).
 
 Under a burst on two cores every worker's event loop is busy for longer than ``timeout`` while
 Redis's replies already sit unread in their sockets. Taking such a late reply for an outage made
@@ -51,8 +52,12 @@ class RedisHealth:
         probe_url: str | None = None,
         probe_timeout: float = 1.0,
         ceiling: float = 5.0,
+        error: Callable[[str], Exception] = LimiterUnavailable,
+        what: str = _DOWN,
     ) -> None:
         self._client = client
+        self._error = error
+        self._what = what
         self._timeout = timeout
         self._url = probe_url
         self.probe_timeout = max(probe_timeout, timeout)
@@ -61,9 +66,9 @@ class RedisHealth:
         self._executor: ThreadPoolExecutor | None = None
 
     async def guard(self, make: Callable[[], Awaitable[T]]) -> T:
-        """Await ``make()``; raise :class:`LimiterUnavailable` if Redis is down. The call is
-        awaited directly with a timer beside it — no extra task or wait, each of which would
-        cost an iteration of a loop that may be busy already."""
+        """Await ``make()``; raise ``error`` (:class:`LimiterUnavailable`) if Redis is down.
+        The call is awaited directly with a timer beside it — no extra task or wait, each of
+        which would cost an iteration of a loop that may be busy already."""
         task = asyncio.current_task()
         assert task is not None
         watch = _Watch(task)
@@ -75,18 +80,18 @@ class RedisHealth:
             if watch.verdict is None:
                 raise
             task.uncancel()  # our own doing: the probe found Redis down
-            raise LimiterUnavailable(f"{_DOWN}: {watch.verdict}") from None
+            raise self._error(f"{self._what}: {watch.verdict}") from None
         except (RedisError, OSError, TimeoutError) as exc:
-            raise LimiterUnavailable(f"{_DOWN}: {type(exc).__name__}: {exc}") from exc
+            raise self._error(f"{self._what}: {type(exc).__name__}: {exc}") from exc
         finally:
             timer.cancel()
             watch.done = True
 
     async def ping(self) -> None:
-        """Raise :class:`LimiterUnavailable` unless Redis answers the probe."""
+        """Raise ``error`` unless Redis answers the probe."""
         why = await self.probe()
         if why is not None:
-            raise LimiterUnavailable(f"{_DOWN}: {why}")
+            raise self._error(f"{self._what}: {why}")
 
     def probe(self) -> asyncio.Future[str | None]:
         """The running probe, or a new one: None if Redis answered, else why not."""

@@ -15,18 +15,17 @@ prepaid quotas in the SQL store. Errors and timeouts raise
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ..pricing import to_decimal
 from ..storage.base import StorageUnavailable
 from .budget import EPOCH
+from .redis_health import RedisHealth
 
 __all__ = ["RedisSpendLedger"]
 
@@ -80,11 +79,20 @@ class RedisSpendLedger:
         prefix: str = "qiao:spend:",
         timeout: float = 0.05,
         keep: timedelta = timedelta(days=62),
+        probe_url: str | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
-        self._timeout = timeout
         self._keep = keep
+        # A late reply under a busy loop is not an outage (see redis_health): the ledger uses
+        # the limiter's rule, so a burst does not turn hard budgets into 503s.
+        self._health = RedisHealth(
+            client,
+            timeout=timeout,
+            probe_url=probe_url,
+            error=StorageUnavailable,
+            what="budget store unavailable",
+        )
         self._reserve = client.register_script(_RESERVE)
         self._reserve_upto = client.register_script(_RESERVE_UPTO)
         self._adjust = client.register_script(_ADJUST)
@@ -129,11 +137,9 @@ class RedisSpendLedger:
         return 0 if period_start == EPOCH else int(self._keep.total_seconds() * 1000)
 
     async def _call(self, call: Awaitable[T]) -> T:
-        """The one place Redis errors and timeouts become :class:`StorageUnavailable`."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await call
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StorageUnavailable(
-                f"budget store unavailable: {type(exc).__name__}: {exc}"
-            ) from exc
+        """The one place Redis errors become :class:`StorageUnavailable` (by the rule of
+        :class:`~.redis_health.RedisHealth`: down, not merely late)."""
+        return await self._health.guard(lambda: call)
+
+    def close(self) -> None:
+        self._health.close()
