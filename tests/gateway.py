@@ -110,6 +110,7 @@ class Gateway:
                 runner, self.port = await start_server(
                     self.config, access_log=AccessLog(self.log), port=0
                 )
+                self.app = runner.app  # tests may reach the engine: app[qiao.app.ENGINE]
             except BaseException as exc:  # surface start-up errors in the test thread
                 errors.append(exc)
                 ready.set()

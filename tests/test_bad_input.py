@@ -12,6 +12,9 @@ import pytest
 from conftest import CLIENT_KEY
 from gateway import Gateway
 
+from qiao.app import ENGINE
+from qiao.storage.base import StorageUnavailable
+
 CONFIG = f"""
 providers:
   mock: {{type: mock}}
@@ -231,3 +234,30 @@ def test_gemini_route_with_key_in_url_refuses_a_form_body(gw: Gateway) -> None:
 def test_json_content_types_are_served(gw: Gateway, content_type: str) -> None:
     status, _, _ = post(gw, orjson.dumps(GOOD), headers={"Content-Type": content_type})
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (RuntimeError("internal detail sk-not-for-callers"), 500, "internal_error"),
+        (StorageUnavailable("db detail"), 503, "unavailable"),
+    ],
+)
+def test_unexpected_errors_answer_in_the_callers_protocol(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, fault: Exception, status: int, code: str
+) -> None:
+    # Before: aiohttp's plain-text "500 Internal Server Error" (a budget ledger that was down
+    # raised one), which no SDK can parse. Now the caller's own error shape, no internals.
+    engine = gw.app[ENGINE]
+
+    async def broken(*_: object, **__: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(engine.gate, "admit", broken)
+    got, headers, answer = post(gw, orjson.dumps(GOOD))
+    assert got == status and answer["error"]["code"] == code
+    assert "detail" not in orjson.dumps(answer).decode()
+    assert headers["x-request-id"]
+    anthropic_body = orjson.dumps({**GOOD, "max_tokens": 5})
+    got, _, answer = post(gw, anthropic_body, "/v1/messages")
+    assert got in (status, 529) and answer["type"] == "error"

@@ -7,6 +7,7 @@ A surface subclass knows its wire format: how to turn an HTTP request into an
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from ..auth import Principal
 from ..engine import Engine, require_object
-from ..errors import QiaoError, UpstreamStatusError
+from ..errors import QiaoError, Unavailable, UpstreamStatusError
 from ..exchange import Exchange
 from ..jsonutil import loads_strict
 from ..modelname import check_model_name
@@ -26,9 +27,12 @@ from ..policies.gate import Pass
 from ..policies.limits import RateLimited
 from ..providers.presets import Protocol
 from ..relay import relay_body, relay_stream
+from ..storage.base import StorageUnavailable
 from .http import new_request_id, qiao_headers, read_body, require_json
 
 __all__ = ["Surface"]
+
+log = logging.getLogger("qiao.surface")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,6 +87,7 @@ class Surface:
         """Authenticate, read the body, build the exchange, open upstream, relay."""
         rec = self.record(request)
         admitted: Pass | None = None
+        relaying = False
         try:
             principal = self.authenticate(request, rec)
             require_json(request)
@@ -102,6 +107,7 @@ class Surface:
                 principal, ex.model, routes[0].model, len(raw), ex.body
             )
             opened = await self.engine.open(ex, rec, routes)
+            relaying = True
             if ex.stream:
                 return await relay_stream(request, ex, opened, rec)
             return await relay_body(request, ex, opened, rec)
@@ -111,6 +117,16 @@ class Surface:
             rec.status = 499
             rec.error = "client_closed"
             raise
+        except StorageUnavailable:  # a store call outside the degraded paths: say so, honestly
+            down = Unavailable("The database is unavailable; try again shortly.")
+            return self.error_response(down, rec)
+        except Exception:
+            if relaying:  # the answer may have begun: nothing else can be sent
+                raise
+            # A bug: the caller gets a 500 in its own protocol (never aiohttp's plain text,
+            # never the exception's text), the log gets the trace and the request id.
+            log.exception("unexpected error in %s (%s)", request.path, rec.request_id)
+            return self.error_response(QiaoError("Internal error.", code="internal_error"), rec)
         finally:
             self.engine.finish(rec)
             if admitted is not None:
