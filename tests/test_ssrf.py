@@ -437,3 +437,20 @@ def test_documents_must_be_pdf_and_images_images(allowed: Loopback) -> None:
     for path, document in [("/cat.png", True), ("/creds", True), ("/doc.pdf", False)]:
         with pytest.raises(MediaFetchFailed):
             asyncio.run(fetch(path, document))
+
+
+def test_the_number_of_urls_per_request_is_capped(allowed: Loopback) -> None:
+    url = f"{allowed.url}/cat.png"
+    with pytest.raises(MediaFetchFailed, match="at most 2"):
+        _fetch_all(MediaFetcher(["127.0.0.1/32"], max_items=2), url, url, url)
+    assert allowed.seen == []  # refused before any fetch
+    assert len(_fetch_all(MediaFetcher(["127.0.0.1/32"], max_items=2), url, url)) == 2
+
+
+def test_all_fetches_of_a_request_share_one_deadline(allowed: Loopback) -> None:
+    # Each slow.png takes at least 32 x 5 ms of the server's own pauses, so five take 0.8 s or
+    # more whatever the machine: past a 0.3 s deadline for the request, under 15 s each.
+    url = f"{allowed.url}/slow.png"
+    fetcher = MediaFetcher(["127.0.0.1/32"], request_timeout=0.3)
+    with pytest.raises(MediaFetchFailed, match=r"longer than 0\.3 s"):
+        _fetch_all(fetcher, *[url] * 5)

@@ -8,6 +8,7 @@ fetcher into a port scanner and a reader of internal services. Operators see the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import logging
@@ -25,6 +26,8 @@ log = logging.getLogger("qiao.egress")
 
 MAX_BYTES = 20 * 1024 * 1024  # one image or document
 MAX_TOTAL_BYTES = 50 * 1024 * 1024  # all media fetched for one request
+MAX_ITEMS = 32  # remote images and documents in one request
+REQUEST_TIMEOUT = 45.0  # seconds for all of one request's fetches
 _CHUNK = 64 * 1024
 _PDF = "application/pdf"
 
@@ -45,6 +48,8 @@ class MediaFetcher:
         max_bytes: int = MAX_BYTES,
         max_total_bytes: int = MAX_TOTAL_BYTES,
         timeout: float = 15.0,
+        max_items: int = MAX_ITEMS,
+        request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self._allow: tuple[Network, ...] = tuple(
             ipaddress.ip_network(a, strict=False) for a in allow
@@ -52,6 +57,8 @@ class MediaFetcher:
         self._max = max_bytes
         self._max_total = max_total_bytes
         self._timeout = timeout
+        self._max_items = max_items
+        self._request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
         self._failure = (
             "it is not reachable, not at an allowed address, or not a supported media type "
@@ -112,16 +119,31 @@ class MediaFetcher:
 
     async def inline(self, request: Request) -> None:
         """Replace every remote image or document in ``request`` by its bytes, within the
-        per-request total."""
-        left = self._max_total
-        for item, url in _remote_media(request):
-            media_type, data = await self.fetch(
-                url, document=isinstance(item, Document), limit=left
+        per-request caps: bytes in all, how many, and how long all of them may take (15 s each
+        alone would let one request of many slow URLs hold a fetcher connection for minutes)."""
+        remote = list(_remote_media(request))
+        if len(remote) > self._max_items:
+            raise MediaFetchFailed(
+                f"A request may carry at most {self._max_items} image or document URLs for this "
+                f"provider (it fetches them); this one has {len(remote)}. Send the bytes instead."
             )
-            left -= len(data)
-            item.media_type = item.media_type or media_type
-            item.data = base64.b64encode(data).decode()
-            item.url = None
+        left = self._max_total
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                for item, url in remote:
+                    media_type, data = await self.fetch(
+                        url, document=isinstance(item, Document), limit=left
+                    )
+                    left -= len(data)
+                    item.media_type = item.media_type or media_type
+                    item.data = base64.b64encode(data).decode()
+                    item.url = None
+        except TimeoutError:
+            log.debug("media fetches of one request took over %g s", self._request_timeout)
+            raise MediaFetchFailed(
+                f"Fetching this request's {len(remote)} image or document URLs took longer than "
+                f"{self._request_timeout:g} s in all. Send the bytes instead."
+            ) from None
 
 
 def _remote_media(request: Request) -> Iterator[tuple[Image | Document, str]]:
