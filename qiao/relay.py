@@ -26,7 +26,7 @@ from .errors import QiaoError, UpstreamError, UpstreamProtocolError
 from .exchange import Exchange
 from .observability.accesslog import RequestRecord
 from .providers.openai import Op
-from .providers.openai_stream import OpenAIStreamRelay
+from .providers.openai_stream import MAX_EVENT_BYTES, OpenAIStreamRelay
 from .providers.presets import Protocol
 from .providers.reasoning import EventReasoning, StreamReasoning
 from .surfaces.http import qiao_headers
@@ -290,6 +290,10 @@ class _Observed:
                 buf = self._buf + chunk
                 cut = max(buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n"))
                 if cut < 0:
+                    if len(buf) > MAX_EVENT_BYTES:  # held, unforwarded: never without bound
+                        raise UpstreamProtocolError(
+                            "upstream sent an SSE event larger than the limit"
+                        )
                     self._buf = buf
                     continue
                 end = cut + (4 if buf[cut : cut + 4] == b"\r\n\r\n" else 2)
