@@ -498,6 +498,10 @@ async def _teams_budget_reset(args: argparse.Namespace, store: Store) -> None:
 
 def _read_provider_key(args: argparse.Namespace) -> None:
     """From stdin when it is piped, else a prompt that does not echo — never from argv."""
+    config = _config(args)
+    if config is not None and args.name not in config.providers:  # as PUT /admin/providers/…
+        known = ", ".join(sorted(config.providers)) or "none"
+        raise CliError(f"no provider {args.name!r} in {args.config} (configured: {known})")
     args.vault = Vault(_current_master())  # first: without a master, asking is pointless
     if sys.stdin is None:
         raise CliError("no stdin to read the provider key from")

@@ -79,7 +79,10 @@ class Site:
         self.config.write_text(f"""
 listen: 127.0.0.1:{self.port}
 admin_key: sk-qiao-cli-test-admin
-providers: {{mock: {{type: mock}}}}
+providers:
+  mock: {{type: mock}}
+  openai: {{type: openai, api_key_from: store}}
+  deepseek: {{type: deepseek, api_key_from: store}}
 models: {{qiao-mock: [{{provider: mock}}], other: [{{provider: mock}}]}}
 storage: {{url: "sqlite:///{self.db}", journal_dir: "{self.root / "journal"}"}}
 """)
@@ -505,3 +508,12 @@ def test_a_missing_config_file_is_a_message(tmp_path: Path) -> None:
     proc = qiao("keys", "list", "--config", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2 and "cannot read" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_provider_key_for_an_unconfigured_provider_is_refused(site: Site) -> None:
+    # As PUT /admin/providers/{name}/key: a typo must not store a key nothing will use.
+    master = base64.b64encode(os.urandom(32)).decode()
+    proc = site.run("providers", "set-key", "opneai", stdin=PROVIDER_KEY, QIAO_MASTER_KEY=master)
+    assert proc.returncode == 2 and "no provider 'opneai'" in proc.stderr
+    assert "deepseek, mock, openai" in proc.stderr
+    assert "opneai" not in site.ok("providers", "list")
