@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from .pricing import Fiat, Price, PriceTable
-from .providers.presets import PRESETS, Protocol
+from .providers.presets import PRESETS, WireProtocol
 from .storage.models import Budget, Currency, Limits, Period
 
 __all__ = [
@@ -81,7 +81,7 @@ class MockSettings(_Frozen):
 
 class ProviderConfig(_Frozen):
     type: str
-    protocol: Protocol | None = Field(
+    protocol: WireProtocol | None = Field(
         None, description="wire protocol; default: the type's own (e.g. deepseek → openai)"
     )
     base_url: str | None = None
@@ -170,7 +170,7 @@ class ProviderConfig(_Frozen):
             )
 
     @property
-    def native_protocol(self) -> Protocol:
+    def native_protocol(self) -> WireProtocol:
         if self.type == "bedrock":
             return "anthropic"
         if self.type == "vertex":
@@ -179,7 +179,7 @@ class ProviderConfig(_Frozen):
         return preset.protocol if preset else "openai"
 
     @property
-    def resolved_protocol(self) -> Protocol:
+    def resolved_protocol(self) -> WireProtocol:
         return self.protocol or self.native_protocol
 
     @property

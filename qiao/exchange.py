@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .canonical import Request
-from .providers.presets import Protocol
+from .providers.presets import WireProtocol
 
 __all__ = ["Exchange", "Kind"]
 
@@ -18,7 +18,7 @@ Kind = Literal["chat", "completions", "responses", "embeddings", "count_tokens"]
 
 @dataclass(slots=True)
 class Exchange:
-    protocol: Protocol  # the client's
+    protocol: WireProtocol  # the client's
     kind: Kind
     raw: bytes
     body: dict[str, Any]

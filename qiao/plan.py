@@ -20,7 +20,7 @@ from .errors import InvalidRequest
 from .exchange import Exchange, Kind
 from .providers import anthropic, bedrock, gemini, openai, vertex
 from .providers.openai import Op
-from .providers.presets import Protocol
+from .providers.presets import WireProtocol
 from .router import Route
 from .upstream import UpstreamRequest
 
@@ -49,7 +49,7 @@ class UnsupportedByTarget(InvalidRequest):
 @dataclass(slots=True)
 class Plan:
     request: UpstreamRequest
-    upstream_protocol: Protocol
+    upstream_protocol: WireProtocol
     translate: bool
     client_wants_usage: bool = True
     openai_op: Op | None = None

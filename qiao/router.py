@@ -13,7 +13,7 @@ from .config import Config
 from .errors import NotFound
 from .providers.cloud import Authenticator
 from .providers.openai import ProviderInfo
-from .providers.presets import Protocol
+from .providers.presets import WireProtocol
 from .providers.reasoning import ReasoningMemory
 from .upstream import Transport
 
@@ -40,7 +40,7 @@ class Upstream:
 class Route:
     upstream: Upstream
     model: str
-    protocol: Protocol = "openai"  # the wire protocol this target speaks
+    protocol: WireProtocol = "openai"  # the wire protocol this target speaks
 
 
 def _route(upstream: Upstream, model: str) -> Route:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ..providers.presets import Protocol
+from ..providers.presets import WireProtocol
 from . import anthropic, gemini, openai_chat, responses
 
 __all__ = ["client_codec", "codec_for"]
@@ -16,11 +16,11 @@ _CODECS: dict[str, ModuleType] = {
 }
 
 
-def codec_for(protocol: Protocol) -> ModuleType:
+def codec_for(protocol: WireProtocol) -> ModuleType:
     return _CODECS[protocol]
 
 
-def client_codec(protocol: Protocol, kind: str) -> ModuleType:
+def client_codec(protocol: WireProtocol, kind: str) -> ModuleType:
     """The codec of what the client speaks: the Responses API is OpenAI's second dialect."""
     if kind == "responses":
         return responses

@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["PRESETS", "Preset", "Protocol"]
+__all__ = ["PRESETS", "Preset", "WireProtocol"]
 
-Protocol = Literal["openai", "anthropic", "gemini"]
+WireProtocol = Literal["openai", "anthropic", "gemini"]
 
 
 @dataclass(frozen=True, slots=True)
 class Preset:
     base_url: str
     env_keys: tuple[str, ...] = ()
-    protocol: Protocol = "openai"
+    protocol: WireProtocol = "openai"
     # Where the provider also speaks Anthropic's Messages API (``protocol: anthropic``).
     anthropic_base_url: str | None = None
     env_base_url: str | None = None

@@ -25,10 +25,10 @@ from ..modelname import check_model_name
 from ..observability.accesslog import RequestRecord
 from ..policies.gate import Pass
 from ..policies.limits import RateLimited
-from ..providers.presets import Protocol
-from ..relay import relay_body, relay_stream
+from ..providers.presets import WireProtocol
 from ..storage.base import StorageUnavailable
 from .http import new_request_id, qiao_headers, read_body, require_json
+from .relay import relay_body, relay_stream
 
 __all__ = ["Surface"]
 
@@ -38,7 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Surface:
-    protocol: Protocol
+    protocol: WireProtocol
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

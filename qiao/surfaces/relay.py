@@ -17,20 +17,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .accounting import OutputMeter
-from .canonical import Request, StreamError, StreamStart, Usage, UsageEvent
-from .codecs import embeddings
-from .codecs.registry import client_codec, codec_for
-from .engine import Opened
-from .errors import QiaoError, UpstreamError, UpstreamProtocolError
-from .exchange import Exchange
-from .observability.accesslog import RequestRecord
-from .providers.openai import Op
-from .providers.openai_stream import MAX_EVENT_BYTES, OpenAIStreamRelay
-from .providers.presets import Protocol
-from .providers.reasoning import EventReasoning, StreamReasoning
-from .surfaces.http import qiao_headers
-from .upstream import Deadline
+from ..accounting import OutputMeter
+from ..canonical import Request, StreamError, StreamStart, Usage, UsageEvent
+from ..codecs import embeddings
+from ..codecs.registry import client_codec, codec_for
+from ..engine import Opened
+from ..errors import QiaoError, UpstreamError, UpstreamProtocolError
+from ..exchange import Exchange
+from ..observability.accesslog import RequestRecord
+from ..providers.openai import Op
+from ..providers.openai_stream import MAX_EVENT_BYTES, OpenAIStreamRelay
+from ..providers.presets import WireProtocol
+from ..providers.reasoning import EventReasoning, StreamReasoning
+from ..upstream import Deadline
+from .http import qiao_headers
 
 __all__ = ["relay_body", "relay_stream", "usage_dict"]
 
@@ -277,7 +277,7 @@ class _Observed:
     """Passthrough of an Anthropic or Gemini stream: whole events forwarded as they complete,
     while the protocol's decoder watches for usage, errors and the proper end."""
 
-    def __init__(self, ex: Exchange, protocol: Protocol) -> None:
+    def __init__(self, ex: Exchange, protocol: WireProtocol) -> None:
         self._codec: ModuleType = codec_for(protocol)
         self._decoder = self._codec.StreamDecoder()
         self._model = ex.model
