@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-
 from .accounting import Accounting, OutputMeter
 from .auth import KeyRing
 from .codecs.registry import codec_for
