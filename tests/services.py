@@ -6,6 +6,7 @@ it — and fail in CI (``CI`` set), where nothing may be skipped.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,20 @@ class PostgresServer:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def fresh_postgres_db(dsn: str) -> str:
+    """A new, empty database on the server of ``dsn``; its DSN."""
+    import asyncpg  # only tests that use PostgreSQL need the driver loaded
+
+    name = "t_" + uuid.uuid4().hex[:16]
+
+    async def create() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return dsn.rsplit("/", 1)[0] + "/" + name

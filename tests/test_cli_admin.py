@@ -22,7 +22,7 @@ from typing import Any
 
 import openai
 import pytest
-from gateway import QiaoProcess
+from gateway import QiaoProcess, clean_env
 
 from qiao.policies.budget import period_start
 from qiao.secrets import MasterKey, SecretError, Vault
@@ -39,23 +39,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.endswith("_API_KEY") and not k.startswith("QIAO_")
-    }
-    env.update(extra)
-    return env
-
-
 def qiao(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*QIAO, *args],
         input=stdin,
         capture_output=True,
         text=True,
-        env=_clean_env(**env),
+        env=clean_env(**env),
         timeout=60,
     )
 
@@ -235,7 +225,7 @@ def test_teams(site: Site) -> None:
 @pytest.fixture
 def gateway(site: Site) -> Iterator[Site]:
     site.ok("db", "migrate")
-    with QiaoProcess("serve", "--config", str(site.config), env=_clean_env()) as gw:
+    with QiaoProcess("serve", "--config", str(site.config), env=clean_env()) as gw:
         gw.wait_ready()  # killed as a group on the way out, whatever happened
         yield site
 

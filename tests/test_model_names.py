@@ -8,9 +8,7 @@ path a name reached, or that none was reached.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
-import threading
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -19,6 +17,7 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
+from fakes.cloud import Loopback
 from gateway import Gateway
 
 from qiao.errors import InvalidRequest
@@ -28,14 +27,14 @@ KEY = "sk-qiao-names-test-key-0123456789"
 SCOPED = "sk-qiao-names-scoped-key-0123456789"
 
 
-class Recorder:
+class Recorder(Loopback):
     """Any path, any method: records ``raw_path`` and answers a minimal success."""
 
     def __init__(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        super().__init__(app)
         self.paths: list[str] = []
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.paths.append(request.raw_path)
@@ -68,25 +67,6 @@ class Recorder:
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }
         )
-
-    async def _setup(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def __enter__(self) -> Recorder:
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 @pytest.fixture(scope="module")

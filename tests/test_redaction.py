@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import threading
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
+from fakes.cloud import Loopback
 from gateway import Gateway
 
 from qiao.observability.redact import Redactor
@@ -28,14 +28,15 @@ def _escaped(secret: str, style: str) -> str:
     return "\\u" + f"{ord(secret[0]):04x}" + secret[1:].replace("/", "\\/")  # mixed
 
 
-class EchoUpstream:
+class EchoUpstream(Loopback):
     """Answers every call with HTTP 400 whose JSON message quotes the key in ``style``."""
 
     def __init__(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        super().__init__(app)
         self.style = "unicode"
         self.truncate = False
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
 
     async def _handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -44,23 +45,6 @@ class EchoUpstream:
         if self.truncate:  # not JSON any more: the redactor must still see through escapes
             body = body[: body.index('", "type')] + " " + "y" * 70_000
         return web.Response(status=400, text=body, content_type="application/json")
-
-    async def _setup(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def __enter__(self) -> EchoUpstream:
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 @pytest.fixture(scope="module")

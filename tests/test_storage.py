@@ -11,17 +11,16 @@ import hashlib
 import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from services import fresh_postgres_db
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -43,26 +42,12 @@ PERIOD = datetime(2025, 6, 1, tzinfo=UTC)
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
-def _fresh_postgres_db(dsn: str) -> str:
-    name = "t_" + uuid.uuid4().hex[:16]
-
-    async def create() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 def _backend_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if backend == "memory":
         return "memory://"
     if backend.startswith("sqlite"):  # sqlite: stdlib driver on threads; sqlite+aiosqlite
         return f"{backend}:///{tmp_path / 'qiao.db'}"
-    return _fresh_postgres_db(request.getfixturevalue("postgres_server").dsn)
+    return fresh_postgres_db(request.getfixturevalue("postgres_server").dsn)
 
 
 @pytest.fixture(params=["memory", "sqlite", "sqlite+aiosqlite", "postgres"])
@@ -433,7 +418,7 @@ def test_migration_creates_exactly_the_schema(sql_url: str) -> None:
 
 
 def test_postgres_down_is_storage_unavailable_then_recovers(postgres_server: Any) -> None:
-    url = _fresh_postgres_db(postgres_server.dsn)
+    url = fresh_postgres_db(postgres_server.dsn)
 
     async def body(s: Store) -> None:
         await s.put_key(make_key())
@@ -453,7 +438,7 @@ def test_postgres_down_is_storage_unavailable_then_recovers(postgres_server: Any
 
 
 def test_postgres_restart_between_calls_is_invisible_to_reads(postgres_server: Any) -> None:
-    url = _fresh_postgres_db(postgres_server.dsn)
+    url = fresh_postgres_db(postgres_server.dsn)
 
     async def body(s: Store) -> None:
         await s.put_key(make_key())

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import threading
 from collections.abc import Iterator
 
 import orjson
 import pytest
 from aiohttp import web
+from fakes.cloud import Loopback
 from gateway import Gateway
 
 from qiao.providers.openai_stream import MAX_EVENT_BYTES
@@ -31,15 +31,15 @@ START = {
 }
 
 
-class EndlessEvent:
+class EndlessEvent(Loopback):
     """An Anthropic upstream whose second event never ends: 1 MiB writes of one data line
-    until the limit is passed, then the connection is held open (the gateway must not wait)."""
+    until the limit is passed, then the connection is held open until the gateway hangs up
+    (the gateway must not wait for the rest)."""
 
     def __init__(self) -> None:
-        self.port = 0
-        self.sent = 0
-        self._loop = asyncio.new_event_loop()
-        self._release = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._handle)
+        super().__init__(app)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -47,30 +47,14 @@ class EndlessEvent:
         await resp.prepare(request)
         await resp.write(b"event: message_start\ndata: " + orjson.dumps(START) + b"\n\n")
         await resp.write(b'event: content_block_delta\ndata: {"x": "')
-        chunk = b"y" * (1024 * 1024)
-        while self.sent <= MAX_EVENT_BYTES + len(chunk):
+        chunk, sent = b"y" * (1024 * 1024), 0
+        while sent <= MAX_EVENT_BYTES + len(chunk):
             await resp.write(chunk)
-            self.sent += len(chunk)
-        await self._release.wait()
+            sent += len(chunk)
+        async with asyncio.timeout(120):  # a ceiling: the test's client gives up at 60 s
+            while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110 - no event announces a peer hang-up
+                await asyncio.sleep(0.05)
         return resp
-
-    async def _setup(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    def __enter__(self) -> EndlessEvent:
-        threading.Thread(target=self._loop.run_forever, daemon=True).start()
-        asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._release.set)
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 @pytest.fixture(scope="module")

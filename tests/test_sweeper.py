@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
+from services import fresh_postgres_db
 
 from qiao.storage import Store, open_store
 from qiao.storage.base import StorageUnavailable
@@ -24,27 +23,13 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOTAL = 900.0  # the longest total timeout; the sweeper gives up on an attempt past this
 
 
-def _fresh_postgres_db(dsn: str) -> str:
-    name = "t_" + uuid.uuid4().hex[:16]
-
-    async def create() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'qiao.db'}"
-    return _fresh_postgres_db(request.getfixturevalue("postgres_server").dsn)
+    return fresh_postgres_db(request.getfixturevalue("postgres_server").dsn)
 
 
 def run(url: str, body: Callable[[Store], Awaitable[None]]) -> None:

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
@@ -23,6 +22,7 @@ import asyncpg
 import orjson
 import pytest
 from gateway import ChildProcess
+from services import fresh_postgres_db
 
 from qiao.storage import open_store
 from qiao.storage.base import StorageUnavailable
@@ -412,7 +412,7 @@ def test_postgres_keeps_what_it_acknowledged_when_it_crashes(
     """The writer deletes journaled records once write_usage returns, so the store must not
     acknowledge a write it can still lose. PostgreSQL with synchronous_commit=off (the test
     server runs so) does, for ~0.6 s: an immediate stop right after a flush lost the batch."""
-    dsn = _fresh_postgres_db(postgres_server.dsn)
+    dsn = fresh_postgres_db(postgres_server.dsn)
 
     async def main() -> None:
         store = open_store(dsn)
@@ -441,20 +441,6 @@ def test_postgres_keeps_what_it_acknowledged_when_it_crashes(
             await conn.close()
 
     assert run(statuses()) == {"ok": 250}
-
-
-def _fresh_postgres_db(dsn: str) -> str:
-    name = "w_" + uuid.uuid4().hex[:16]
-
-    async def create() -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-
-    run(create())
-    return dsn.rsplit("/", 1)[0] + "/" + name
 
 
 def test_queue_overflow_spills_to_the_journal(tmp_path: Path) -> None:
