@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...canonical import Tool
 from ...errors import InvalidRequest
 
-__all__ = ["get_bool", "get_dict", "get_int", "get_list", "get_number", "get_str", "require_str"]
+__all__ = [
+    "function_tool",
+    "get_bool",
+    "get_dict",
+    "get_int",
+    "get_list",
+    "get_number",
+    "get_str",
+    "require_str",
+]
 
 
 def _bad(param: str, what: str) -> InvalidRequest:
@@ -68,3 +78,17 @@ def get_list(obj: dict[str, Any], key: str, param: str) -> list[Any] | None:
     if value is None or isinstance(value, list):
         return value
     raise _bad(param, "an array")
+
+
+def function_tool(item: dict[str, Any], param: str, name: str | None = None) -> Tool:
+    """A function tool declaration (``name``, ``description``, ``strict``, ``parameters``), as
+    chat completions and the Responses API both write it; ``name`` overrides the item's."""
+    tool = Tool(
+        name=name or require_str(item, "name", f"{param}.name"),
+        description=get_str(item, "description", f"{param}.description"),
+        strict=get_bool(item, "strict", f"{param}.strict"),
+    )
+    parameters = get_dict(item, "parameters", f"{param}.parameters")
+    if parameters is not None:
+        tool.parameters = parameters
+    return tool

@@ -6,7 +6,16 @@ from typing import Any, Literal
 
 from ...canonical import ReasoningConfig, Request, ResponseFormat, Tool, ToolChoice
 from ...errors import InvalidRequest
-from ._check import get_bool, get_dict, get_int, get_list, get_number, get_str, require_str
+from ._check import (
+    function_tool,
+    get_bool,
+    get_dict,
+    get_int,
+    get_list,
+    get_number,
+    get_str,
+    require_str,
+)
 from ._messages_in import decode_messages
 
 __all__ = ["DROPPED", "REFUSED", "decode_request"]
@@ -124,24 +133,12 @@ def _tools(body: dict[str, Any]) -> list[Tool]:
                 code="unsupported_parameter",
             )
         function = get_dict(item, "function", f"{param}.function") or {}
-        tools.append(_function(function, f"{param}.function"))
+        tools.append(function_tool(function, f"{param}.function"))
     for i, function in enumerate(get_list(body, "functions", "functions") or []):
         if not isinstance(function, dict):
             raise InvalidRequest(f"'functions[{i}]' must be an object.", param=f"functions[{i}]")
-        tools.append(_function(function, f"functions[{i}]"))
+        tools.append(function_tool(function, f"functions[{i}]"))
     return tools
-
-
-def _function(function: dict[str, Any], param: str) -> Tool:
-    tool = Tool(
-        name=require_str(function, "name", f"{param}.name"),
-        description=get_str(function, "description", f"{param}.description"),
-        strict=get_bool(function, "strict", f"{param}.strict"),
-    )
-    parameters = get_dict(function, "parameters", f"{param}.parameters")
-    if parameters is not None:
-        tool.parameters = parameters
-    return tool
 
 
 def _tool_choice(body: dict[str, Any]) -> ToolChoice | None:

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 
 from ...canonical import Tool, ToolChoice, WebSearch
 from ...errors import InvalidRequest
-from ..openai_chat._check import get_bool, get_dict, get_list, get_str, require_str
+from ..openai_chat._check import function_tool, get_bool, get_dict, get_list, get_str, require_str
 
 __all__ = ["ToolNames", "decode_tools", "tool_choice"]
 
@@ -100,7 +100,7 @@ def decode_tools(body: dict[str, Any]) -> tuple[list[Tool], WebSearch | None, To
     for i, item in enumerate(items):
         param, kind = f"tools[{i}]", item.get("type")
         if kind == "function":
-            tools.append(_function(item, param))
+            tools.append(function_tool(item, param))
         elif kind == "namespace":
             tools += _namespace(item, param, names)
         elif kind in _WEB_SEARCH:
@@ -108,18 +108,6 @@ def decode_tools(body: dict[str, Any]) -> tuple[list[Tool], WebSearch | None, To
         else:
             raise _untranslatable(kind, param)
     return tools, search, names
-
-
-def _function(item: dict[str, Any], param: str, name: str | None = None) -> Tool:
-    tool = Tool(
-        name=name or require_str(item, "name", f"{param}.name"),
-        description=get_str(item, "description", f"{param}.description"),
-        strict=get_bool(item, "strict", f"{param}.strict"),
-    )
-    parameters = get_dict(item, "parameters", f"{param}.parameters")
-    if parameters is not None:
-        tool.parameters = parameters
-    return tool
 
 
 def _namespace(item: dict[str, Any], param: str, names: ToolNames) -> list[Tool]:
@@ -132,7 +120,7 @@ def _namespace(item: dict[str, Any], param: str, names: ToolNames) -> list[Tool]
         if inner.get("type") != "function":
             raise _untranslatable(inner.get("type"), where)
         flat = names.add(namespace, require_str(inner, "name", f"{where}.name"))
-        tools.append(_function(inner, where, flat))
+        tools.append(function_tool(inner, where, flat))
     return tools
 
 
